@@ -1,0 +1,11 @@
+//! Core types shared by every Reins crate: sandbox specifications, resource
+//! limits and their parsers. This crate does no I/O, so anything that faces
+//! untrusted input here is pure and property-tested.
+
+mod limits;
+mod size;
+mod spec;
+
+pub use limits::{CpuQuota, Limits, LimitsError};
+pub use size::{parse_duration, parse_size, ParseError};
+pub use spec::{validate_template_name, EnvVar, SandboxSpec, SpecError, Volume};
