@@ -230,18 +230,10 @@ impl Guest {
                 self.procs.insert(id, p);
                 self.send(&Event::Started { id, pid })
             }
-            Err(e) => {
-                let message = format!("reins: cannot start {:?}: {e}\n", spec.argv.first());
-                self.send(&Event::Output {
-                    id,
-                    stream: proto::Stream::Stderr,
-                    data: message.into_bytes(),
-                })?;
-                self.send(&Event::Exited {
-                    id,
-                    status: ExitStatus::Code(126),
-                })
-            }
+            Err(e) => self.send(&Event::Error {
+                id,
+                message: format!("cannot start command: {}", e.desc()),
+            }),
         }
     }
 

@@ -1,0 +1,306 @@
+//! `reins bench sandbox`: cold start, churn, density, and bubblewrap as the
+//! reference, all in one run on this machine.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use reins_sandbox::{ExecEvent, ExecRequest, Runtime};
+use reins_types::SandboxSpec;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use crate::config;
+use crate::stats::Summary;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Sandbox cold start, churn and density, with bubblewrap as reference.
+    Sandbox(SandboxBench),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxBench {
+    /// Cold starts to measure (each for Reins and for bubblewrap).
+    #[arg(long, default_value_t = 500)]
+    runs: usize,
+    /// Seconds of churn.
+    #[arg(long, default_value_t = 20)]
+    churn_secs: u64,
+    /// Churn workers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Idle sandboxes held at once for the density test (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    density: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    cold_start_ms: Summary,
+    bwrap_cold_start_ms: Option<Summary>,
+    bwrap_ratio: Option<f64>,
+    churn_per_min: f64,
+    churn_workers: usize,
+    churn_errors: u64,
+    density: usize,
+    idle_kib_per_sandbox: Option<f64>,
+    density_exec_ms: Option<Summary>,
+}
+
+pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
+    let BenchCmd::Sandbox(args) = cmd;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = config::runtime(data_dir, workers)?;
+    let spec = SandboxSpec::default();
+    rt.templates().resolve(&spec.template)?;
+    progress(args.json, "warming up");
+    for _ in 0..20 {
+        cold_start(&rt, &spec).await?;
+    }
+    progress(args.json, &format!("cold start: {} runs", args.runs));
+    let mut ms = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        ms.push(cold_start(&rt, &spec).await?);
+    }
+    let cold = Summary::of(ms);
+    progress(args.json, "bubblewrap cold start");
+    let bwrap = bwrap_cold(args.runs).await?;
+    progress(
+        args.json,
+        &format!("churn: {workers} workers for {}s", args.churn_secs),
+    );
+    let (churn_per_min, churn_errors) =
+        churn(&rt, &spec, workers, Duration::from_secs(args.churn_secs)).await;
+    let (idle, density_exec) = if args.density > 0 {
+        progress(
+            args.json,
+            &format!("density: {} idle sandboxes", args.density),
+        );
+        let (kib, exec) = density(&rt, &spec, args.density).await?;
+        (Some(kib), Some(exec))
+    } else {
+        (None, None)
+    };
+    let report = Report {
+        cold_start_ms: cold,
+        bwrap_ratio: bwrap.map(|b| b.p50 / cold.p50),
+        bwrap_cold_start_ms: bwrap,
+        churn_per_min,
+        churn_workers: workers,
+        churn_errors,
+        density: args.density,
+        idle_kib_per_sandbox: idle,
+        density_exec_ms: density_exec,
+    };
+    print(&report, args.json)?;
+    Ok(0)
+}
+
+fn progress(json: bool, msg: &str) {
+    if !json {
+        eprintln!("… {msg}");
+    }
+}
+
+/// Create → exec `echo` → first stdout byte, in ms; the sandbox is destroyed untimed.
+async fn cold_start(rt: &Runtime, spec: &SandboxSpec) -> Result<f64> {
+    let t0 = Instant::now();
+    let sb = rt.create(spec).await?;
+    let mut exec = sb.exec(ExecRequest::new(["echo", "hi"])).await?;
+    let ms = loop {
+        match exec.next().await? {
+            Some(ExecEvent::Stdout(_)) => break t0.elapsed().as_secs_f64() * 1000.0,
+            Some(ExecEvent::Exit(s)) => bail!("echo exited with {s:?} before printing"),
+            Some(ExecEvent::Stderr(_)) => {}
+            None => bail!("echo printed nothing"),
+        }
+    };
+    drop(exec);
+    sb.destroy().await;
+    Ok(ms)
+}
+
+/// The same measurement with bubblewrap, or `None` when `bwrap` is not installed.
+async fn bwrap_cold(runs: usize) -> Result<Option<Summary>> {
+    if which("bwrap").is_none() {
+        eprintln!("bwrap not found (apt-get install bubblewrap); skipping the reference");
+        return Ok(None);
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for i in 0..runs + 20 {
+        let t0 = Instant::now();
+        let mut child = tokio::process::Command::new("bwrap")
+            .args([
+                "--unshare-all",
+                "--die-with-parent",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+            ])
+            .args([
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ])
+            .args([
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "echo", "hi",
+            ])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting bwrap")?;
+        let mut out = child.stdout.take().context("bwrap stdout")?;
+        let mut byte = [0u8; 1];
+        let n = out.read(&mut byte).await?;
+        let elapsed = t0.elapsed().as_secs_f64() * 1000.0;
+        child.wait().await?;
+        if n == 0 {
+            bail!("bwrap printed nothing");
+        }
+        if i >= 20 {
+            ms.push(elapsed);
+        }
+    }
+    Ok(Some(Summary::of(ms)))
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(cmd))
+            .find(|c| c.is_file())
+    })
+}
+
+async fn churn(rt: &Runtime, spec: &SandboxSpec, workers: usize, dur: Duration) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (rt, spec, done, errors) = (
+            rt.clone(),
+            spec.clone(),
+            Arc::clone(&done),
+            Arc::clone(&errors),
+        );
+        tasks.spawn(async move {
+            while t0.elapsed() < dur {
+                match one_true(&rt, &spec).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let per_min = done.load(Ordering::Relaxed) as f64 * 60.0 / t0.elapsed().as_secs_f64();
+    (per_min, errors.load(Ordering::Relaxed))
+}
+
+async fn one_true(rt: &Runtime, spec: &SandboxSpec) -> Result<()> {
+    let sb = rt.create(spec).await?;
+    let out = sb.exec(ExecRequest::new(["true"])).await?.output().await?;
+    sb.destroy().await;
+    if out.status.shell_code() != 0 {
+        bail!("true failed");
+    }
+    Ok(())
+}
+
+fn used_kib() -> Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(field("MemTotal:").saturating_sub(field("MemAvailable:")))
+}
+
+/// Holds `n` idle sandboxes; returns host memory per sandbox (KiB) and exec latency.
+async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Summary)> {
+    let before = used_kib()?;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        held.push(
+            rt.create(spec)
+                .await
+                .with_context(|| format!("creating idle sandbox {i}"))?,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = used_kib()?;
+    let mut ms = Vec::with_capacity(n);
+    for sb in &held {
+        let t0 = Instant::now();
+        let out = sb.exec(ExecRequest::new(["true"])).await?.output().await?;
+        if out.status.shell_code() != 0 {
+            bail!("exec in an idle sandbox failed");
+        }
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    for sb in held {
+        sb.destroy().await;
+    }
+    Ok((
+        after.saturating_sub(before) as f64 / n as f64,
+        Summary::of(ms),
+    ))
+}
+
+fn print(r: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let row = |name: &str, s: &Summary| {
+        println!(
+            "{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+            s.p50, s.p90, s.p99, s.n
+        )
+    };
+    println!(
+        "{:<28} {:>8} {:>8} {:>8} {:>6}",
+        "latency (ms)", "p50", "p90", "p99", "n"
+    );
+    row("reins cold start", &r.cold_start_ms);
+    if let Some(b) = &r.bwrap_cold_start_ms {
+        row("bwrap cold start", b);
+    }
+    if let Some(e) = &r.density_exec_ms {
+        row("exec in idle sandbox", e);
+    }
+    if let Some(ratio) = r.bwrap_ratio {
+        println!("bwrap p50 / reins p50: {ratio:.2}x");
+    }
+    println!(
+        "churn: {:.0} sandboxes/min with {} workers ({} errors)",
+        r.churn_per_min, r.churn_workers, r.churn_errors
+    );
+    if let Some(kib) = r.idle_kib_per_sandbox {
+        println!(
+            "density: {} idle sandboxes, {:.0} KiB host memory each",
+            r.density, kib
+        );
+    }
+    Ok(())
+}

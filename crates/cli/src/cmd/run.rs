@@ -1,0 +1,198 @@
+//! `reins run`: one command in a fresh sandbox, streamed, then nothing left.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use reins_sandbox::{Error, Exec, ExecEvent, ExecRequest, User};
+use reins_types::{parse_duration, parse_size, CpuQuota, EnvVar, Limits, SandboxSpec, Volume};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config;
+
+/// Exit code after the sandbox's timeout, as `timeout(1)` uses.
+const TIMED_OUT: u8 = 124;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Template (root file system) to start from.
+    #[arg(long, default_value = "base")]
+    template: String,
+    /// Memory limit, such as 512M or 2G.
+    #[arg(long, default_value = "512M", value_parser = size)]
+    memory: u64,
+    /// CPU limit in CPUs, such as 0.5 or 2.
+    #[arg(long, default_value = "1", value_parser = cpus, allow_hyphen_values = true)]
+    cpus: CpuQuota,
+    /// Most processes at once.
+    #[arg(long, default_value_t = 256)]
+    pids: u32,
+    /// Size of the writable layer, such as 1G.
+    #[arg(long, default_value = "1G", value_parser = size)]
+    disk: u64,
+    /// Kill the sandbox after this long (exit code 124), such as 30s or 5m.
+    #[arg(long, value_parser = duration)]
+    timeout: Option<Duration>,
+    /// Environment variable NAME=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<EnvVar>,
+    /// Working directory inside the sandbox (default: the user's home).
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Bind a host directory: HOST:SANDBOX[:ro] (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    volumes: Vec<Volume>,
+    /// Run as `user` (uid 1000, default) or `root` (uid 0 of the sandbox, no capabilities).
+    #[arg(long, default_value = "user", value_parser = user)]
+    user: User,
+    /// Forward stdin to the command.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run on a terminal (raw mode, resize and Ctrl-C go to the sandbox).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| format!("{e}; write a size such as 512M or 1G"))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| format!("{e}; write a duration such as 30s or 5m"))
+}
+
+fn cpus(s: &str) -> Result<CpuQuota, String> {
+    CpuQuota::parse(s).map_err(|e| e.to_string())
+}
+
+fn user(s: &str) -> Result<User, String> {
+    match s {
+        "user" => Ok(User::User),
+        "root" => Ok(User::Root),
+        _ => Err(format!("unknown user `{s}`: use `user` or `root`")),
+    }
+}
+
+impl RunArgs {
+    fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            template: self.template.clone(),
+            limits: Limits {
+                memory_bytes: self.memory,
+                cpu: self.cpus,
+                pids: self.pids,
+                disk_bytes: self.disk,
+            },
+            env: self.env.clone(),
+            volumes: self.volumes.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+pub async fn run(data_dir: &Path, args: RunArgs) -> Result<u8> {
+    let spec = args.spec();
+    spec.limits.validate()?;
+    let rt = config::runtime(data_dir, 1)?;
+    let sandbox = rt.create(&spec).await.context("creating the sandbox")?;
+    let tty = args.tty && std::io::stdin().is_terminal();
+    let pty = args.tty.then(|| terminal_size().unwrap_or((80, 24)));
+    let req = ExecRequest {
+        argv: args.command.clone(),
+        env: Vec::new(),
+        cwd: args.workdir.clone(),
+        user: args.user,
+        pty,
+    };
+    let result = match sandbox.exec(req).await {
+        Ok(exec) => drive(exec, args.interactive || args.tty, tty).await,
+        Err(e) => Err(e),
+    };
+    let timed_out = sandbox.timed_out();
+    sandbox.destroy().await;
+    match result {
+        Ok(code) => Ok(code),
+        Err(Error::Timeout) => Ok(TIMED_OUT),
+        Err(Error::Gone) if timed_out => Ok(TIMED_OUT),
+        Err(e) => Err(e).context("running the command"),
+    }
+}
+
+/// Streams output (and stdin) until the command exits; returns its shell exit code.
+async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Error> {
+    let _raw = raw.then(crate::cmd::run::term::RawMode::enable).flatten();
+    let mut out = tokio::io::stdout();
+    let mut err = tokio::io::stderr();
+    let mut stdin = tokio::io::stdin();
+    let mut stdin_open = forward_stdin;
+    if !forward_stdin {
+        exec.close_stdin().await?;
+    }
+    let mut winch =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        tokio::select! {
+            ev = exec.next() => match ev? {
+                Some(ExecEvent::Stdout(d)) => { let _ = out.write_all(&d).await; let _ = out.flush().await; }
+                Some(ExecEvent::Stderr(d)) => { let _ = err.write_all(&d).await; let _ = err.flush().await; }
+                Some(ExecEvent::Exit(status)) => return Ok(status.shell_code().clamp(0, 255) as u8),
+                None => return Err(Error::Gone),
+            },
+            n = stdin.read(&mut buf), if stdin_open => match n {
+                Ok(0) | Err(_) => { stdin_open = false; exec.close_stdin().await?; }
+                Ok(n) => exec.write_stdin(&buf[..n]).await?,
+            },
+            Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } }, if raw => {
+                if let Some((cols, rows)) = terminal_size() { exec.resize(cols, rows).await?; }
+            }
+        }
+    }
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, valid for the call.
+    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
+}
+
+pub mod term {
+    //! Raw mode for the local terminal, restored on drop.
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
+
+    #[derive(Debug)]
+    pub struct RawMode(Termios);
+
+    impl RawMode {
+        pub fn enable() -> Option<Self> {
+            let stdin = std::io::stdin();
+            let saved = tcgetattr(&stdin).ok()?;
+            let mut raw = saved.clone();
+            cfmakeraw(&mut raw);
+            tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+            Some(Self(saved))
+        }
+    }
+
+    impl Drop for RawMode {
+        fn drop(&mut self) {
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+        }
+    }
+}

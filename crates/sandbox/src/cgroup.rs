@@ -1,0 +1,171 @@
+//! Cgroup limits for sandboxes, on cgroup v2 and on v1/hybrid hosts.
+//!
+//! Directories are per *slot*, not per sandbox, and reused: on this class of
+//! kernel every new memory cgroup makes the next one more expensive, so a
+//! node keeps a bounded set of slot cgroups (one per concurrent sandbox at
+//! peak) and rewrites their limits when a slot is taken.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use reins_types::Limits;
+
+use crate::Error;
+
+const ROOT: &str = "/sys/fs/cgroup";
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2 mounted at `/sys/fs/cgroup`.
+    Unified,
+    /// One hierarchy per controller (`/sys/fs/cgroup/memory`, …).
+    Legacy,
+}
+
+/// The controllers Reins uses on a v1 host.
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+
+/// Cgroup operations for one node, under a `reins` group of its own.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    layout: Layout,
+    group: String,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), Error> {
+    fs::write(path, value)
+        .map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+impl Cgroups {
+    /// Detects the layout; `group` names the parent group (`reins`).
+    pub fn detect(group: &str) -> Result<Self, Error> {
+        let layout = if Path::new(ROOT).join("cgroup.controllers").exists() {
+            Layout::Unified
+        } else if Path::new(ROOT).join("memory").is_dir() {
+            Layout::Legacy
+        } else {
+            return Err(Error::Cgroup(format!(
+                "no cgroup hierarchy found under {ROOT}"
+            )));
+        };
+        let cg = Self {
+            layout,
+            group: group.to_owned(),
+        };
+        cg.init()?;
+        Ok(cg)
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    fn init(&self) -> Result<(), Error> {
+        match self.layout {
+            Layout::Unified => {
+                let parent = Path::new(ROOT).join(&self.group);
+                mkdir(&parent)?;
+                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
+            }
+            Layout::Legacy => V1_CONTROLLERS
+                .iter()
+                .try_for_each(|c| mkdir(&Path::new(ROOT).join(c).join(&self.group))),
+        }
+    }
+
+    /// Every directory of slot `slot`, one per hierarchy.
+    pub fn slot_dirs(&self, slot: u32) -> Vec<PathBuf> {
+        let name = format!("s{slot}");
+        match self.layout {
+            Layout::Unified => vec![Path::new(ROOT).join(&self.group).join(name)],
+            Layout::Legacy => V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(ROOT).join(c).join(&self.group).join(&name))
+                .collect(),
+        }
+    }
+
+    /// Creates slot `slot` if needed, applies `limits` and returns the
+    /// `cgroup.procs` files a process must join.
+    pub fn prepare(&self, slot: u32, limits: &Limits) -> Result<Vec<String>, Error> {
+        let dirs = self.slot_dirs(slot);
+        for d in &dirs {
+            mkdir(d)?;
+        }
+        let quota = u64::from(limits.cpu.millicpus()) * CPU_PERIOD_US / 1000;
+        match self.layout {
+            Layout::Unified => {
+                let d = &dirs[0];
+                write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
+                let _ = write(&d.join("memory.swap.max"), "0");
+                write(&d.join("pids.max"), &limits.pids.to_string())?;
+                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                write(&d.join("cgroup.freeze"), "0")?;
+            }
+            Layout::Legacy => {
+                let [mem, pids, cpu, freezer] = [&dirs[0], &dirs[1], &dirs[2], &dirs[3]];
+                write(
+                    &mem.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
+                write(&pids.join("pids.max"), &limits.pids.to_string())?;
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                write(&freezer.join("freezer.state"), "THAWED")?;
+            }
+        }
+        Ok(dirs
+            .iter()
+            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
+            .collect())
+    }
+
+    /// Freezes (`true`) or thaws every process of slot `slot`.
+    pub fn freeze(&self, slot: u32, frozen: bool) -> Result<(), Error> {
+        let dirs = self.slot_dirs(slot);
+        match self.layout {
+            Layout::Unified => write(
+                &dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
+            Layout::Legacy => write(
+                &dirs[3].join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+        }
+    }
+
+    /// Processes still in slot `slot` (must be none after a sandbox is gone).
+    pub fn procs(&self, slot: u32) -> Vec<i32> {
+        self.slot_dirs(slot)
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    }
+
+    /// Peak memory use of slot `slot` in bytes, where the kernel reports it.
+    pub fn memory_current(&self, slot: u32) -> Option<u64> {
+        let d = &self.slot_dirs(slot)[0];
+        let file = match self.layout {
+            Layout::Unified => "memory.current",
+            Layout::Legacy => "memory.usage_in_bytes",
+        };
+        fs::read_to_string(d.join(file)).ok()?.trim().parse().ok()
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), Error> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Cgroup(format!("creating {}: {e}", path.display()))),
+    }
+}

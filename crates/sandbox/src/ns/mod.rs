@@ -1,0 +1,56 @@
+//! The `ns` backend: Linux namespaces, an overlay root, seccomp and cgroups.
+//!
+//! The tokio process never forks. It starts one or more *zygotes*: the same
+//! binary re-executed with [`ZYGOTE_ARG`], single-threaded from its first
+//! instruction. A zygote receives [`SpawnRequest`]s over a `SOCK_SEQPACKET`
+//! socket and `clone(2)`s each sandbox's PID 1 into fresh user, PID, mount,
+//! network, IPC and UTS namespaces, writes its id maps and puts it in its
+//! cgroups. The child then builds its root file system ([`setup`]), installs
+//! seccomp and becomes `reins-guest`.
+
+pub mod client;
+pub mod seccomp;
+pub mod setup;
+pub mod zygote;
+
+use serde::{Deserialize, Serialize};
+
+/// First argument that turns the binary into a zygote.
+pub const ZYGOTE_ARG: &str = "__reins-zygote";
+
+/// Size of the id range each sandbox gets in the host's user namespace.
+pub const ID_RANGE: u32 = 65_536;
+
+/// One directory to bind into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub host: String,
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What a zygote needs to start one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// The template's root file system, the overlay's lower layer.
+    pub rootfs: String,
+    /// Template directories bound read-only (the `base` template's `/usr`)
+    /// followed by the user's volumes.
+    pub binds: Vec<Bind>,
+    /// Size of the writable layer (a tmpfs) in bytes.
+    pub disk_bytes: u64,
+    /// First host uid/gid of the sandbox's id range.
+    pub id_base: u32,
+    /// `cgroup.procs` files the sandbox's PID 1 is written to.
+    pub cgroup_procs: Vec<String>,
+    /// Empty directory where the sandbox mounts its root, in its own mount namespace.
+    pub mount_dir: String,
+}
+
+/// The zygote's answer; with `Ok`, a pidfd of the sandbox's PID 1 travels along.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpawnReply {
+    Ok { pid: i32 },
+    Err { message: String },
+}

@@ -1,0 +1,98 @@
+//! Slots: the unit of reuse on a node. A slot owns an id range in the host's
+//! user namespace and a set of cgroup directories. A sandbox holds one slot
+//! for its lifetime; slots are shared safely between Reins processes on one
+//! host by an `flock(2)` on a per-slot lock file, which the kernel releases
+//! even when the holder is killed.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::ns::ID_RANGE;
+use crate::Error;
+
+/// First host uid of slot 0's range (well above any regular account).
+pub const ID_BASE: u32 = 1 << 20;
+
+/// Highest slot number, so that every id range fits in 32 bits.
+pub const MAX_SLOTS: u32 = (u32::MAX - ID_BASE) / ID_RANGE - 1;
+
+/// A slot held by one sandbox; released on drop.
+#[derive(Debug)]
+pub struct Slot {
+    pub index: u32,
+    _lock: File,
+}
+
+impl Slot {
+    /// First host uid/gid of this slot's id range.
+    pub fn id_base(&self) -> u32 {
+        ID_BASE + self.index * ID_RANGE
+    }
+}
+
+/// Hands out slots; the lowest free index first, so cgroup directories are reused.
+#[derive(Debug)]
+pub struct Slots {
+    dir: PathBuf,
+    free: Mutex<Vec<u32>>,
+    next: Mutex<u32>,
+}
+
+impl Slots {
+    pub fn new(dir: PathBuf) -> Result<Self, Error> {
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Self {
+            dir,
+            free: Mutex::new(Vec::new()),
+            next: Mutex::new(0),
+        })
+    }
+
+    /// Takes a free slot, skipping those other processes hold.
+    pub fn acquire(&self) -> Result<Slot, Error> {
+        loop {
+            let index = self.candidate()?;
+            if let Some(slot) = self.try_lock(index)? {
+                return Ok(slot);
+            }
+        }
+    }
+
+    fn candidate(&self) -> Result<u32, Error> {
+        if let Some(i) = self.free.lock().map_err(|_| Error::Poisoned)?.pop() {
+            return Ok(i);
+        }
+        let mut next = self.next.lock().map_err(|_| Error::Poisoned)?;
+        if *next >= MAX_SLOTS {
+            return Err(Error::Capacity("every sandbox slot is in use".into()));
+        }
+        *next += 1;
+        Ok(*next - 1)
+    }
+
+    fn try_lock(&self, index: u32) -> Result<Option<Slot>, Error> {
+        let path = self.dir.join(format!("{index}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        Ok((rc == 0).then_some(Slot { index, _lock: file }))
+    }
+
+    /// Returns a slot whose sandbox is fully gone.
+    pub fn release(&self, slot: Slot) {
+        let index = slot.index;
+        drop(slot);
+        if let Ok(mut free) = self.free.lock() {
+            free.push(index);
+            // Lowest index at the end, so it is handed out first.
+            free.sort_unstable_by(|a, b| b.cmp(a));
+        }
+    }
+}
