@@ -57,9 +57,7 @@ struct Report {
 
 pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let BenchCmd::Sandbox(args) = cmd;
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers)?;
     let spec = SandboxSpec::default();
     rt.templates().resolve(&spec.template)?;
@@ -75,17 +73,10 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let cold = Summary::of(ms);
     progress(args.json, "bubblewrap cold start");
     let bwrap = bwrap_cold(args.runs).await?;
-    progress(
-        args.json,
-        &format!("churn: {workers} workers for {}s", args.churn_secs),
-    );
-    let (churn_per_min, churn_errors) =
-        churn(&rt, &spec, workers, Duration::from_secs(args.churn_secs)).await;
+    progress(args.json, &format!("churn: {workers} workers for {}s", args.churn_secs));
+    let (churn_per_min, churn_errors) = churn(&rt, &spec, workers, Duration::from_secs(args.churn_secs)).await;
     let (idle, density_exec) = if args.density > 0 {
-        progress(
-            args.json,
-            &format!("density: {} idle sandboxes", args.density),
-        );
+        progress(args.json, &format!("density: {} idle sandboxes", args.density));
         let (kib, exec) = density(&rt, &spec, args.density).await?;
         (Some(kib), Some(exec))
     } else {
@@ -140,27 +131,9 @@ async fn bwrap_cold(runs: usize) -> Result<Option<Summary>> {
     for i in 0..runs + 20 {
         let t0 = Instant::now();
         let mut child = tokio::process::Command::new("bwrap")
-            .args([
-                "--unshare-all",
-                "--die-with-parent",
-                "--ro-bind",
-                "/usr",
-                "/usr",
-            ])
-            .args([
-                "--symlink",
-                "usr/bin",
-                "/bin",
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-            ])
-            .args([
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "echo", "hi",
-            ])
+            .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
+            .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "echo", "hi"])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -181,11 +154,7 @@ async fn bwrap_cold(runs: usize) -> Result<Option<Summary>> {
 }
 
 fn which(cmd: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(cmd))
-            .find(|c| c.is_file())
-    })
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|c| c.is_file()))
 }
 
 async fn churn(rt: &Runtime, spec: &SandboxSpec, workers: usize, dur: Duration) -> (f64, u64) {
@@ -194,12 +163,7 @@ async fn churn(rt: &Runtime, spec: &SandboxSpec, workers: usize, dur: Duration) 
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let (rt, spec, done, errors) = (
-            rt.clone(),
-            spec.clone(),
-            Arc::clone(&done),
-            Arc::clone(&errors),
-        );
+        let (rt, spec, done, errors) = (rt.clone(), spec.clone(), Arc::clone(&done), Arc::clone(&errors));
         tasks.spawn(async move {
             while t0.elapsed() < dur {
                 match one_true(&rt, &spec).await {
@@ -241,11 +205,7 @@ async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Sum
     let before = used_kib()?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
-        held.push(
-            rt.create(spec)
-                .await
-                .with_context(|| format!("creating idle sandbox {i}"))?,
-        );
+        held.push(rt.create(spec).await.with_context(|| format!("creating idle sandbox {i}"))?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = used_kib()?;
@@ -261,10 +221,7 @@ async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Sum
     for sb in held {
         sb.destroy().await;
     }
-    Ok((
-        after.saturating_sub(before) as f64 / n as f64,
-        Summary::of(ms),
-    ))
+    Ok((after.saturating_sub(before) as f64 / n as f64, Summary::of(ms)))
 }
 
 fn print(r: &Report, json: bool) -> Result<()> {
@@ -272,16 +229,8 @@ fn print(r: &Report, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let row = |name: &str, s: &Summary| {
-        println!(
-            "{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}",
-            s.p50, s.p90, s.p99, s.n
-        )
-    };
-    println!(
-        "{:<28} {:>8} {:>8} {:>8} {:>6}",
-        "latency (ms)", "p50", "p90", "p99", "n"
-    );
+    let row = |name: &str, s: &Summary| println!("{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}", s.p50, s.p90, s.p99, s.n);
+    println!("{:<28} {:>8} {:>8} {:>8} {:>6}", "latency (ms)", "p50", "p90", "p99", "n");
     row("reins cold start", &r.cold_start_ms);
     if let Some(b) = &r.bwrap_cold_start_ms {
         row("bwrap cold start", b);
@@ -297,10 +246,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
         r.churn_per_min, r.churn_workers, r.churn_errors
     );
     if let Some(kib) = r.idle_kib_per_sandbox {
-        println!(
-            "density: {} idle sandboxes, {:.0} KiB host memory each",
-            r.density, kib
-        );
+        println!("density: {} idle sandboxes, {:.0} KiB host memory each", r.density, kib);
     }
     Ok(())
 }

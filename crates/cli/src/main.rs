@@ -15,11 +15,7 @@ use clap::{Parser, Subcommand};
 pub const REINS_FAILED: u8 = 125;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "reins",
-    version,
-    about = "Reins: a self-hosted harness for AI agents"
-)]
+#[command(name = "reins", version, about = "Reins: a self-hosted harness for AI agents")]
 struct Cli {
     /// Data directory (templates, runtime state). Default: $XDG_DATA_HOME/reins.
     #[arg(long, global = true, env = "REINS_DATA_DIR")]
@@ -44,16 +40,10 @@ fn main() -> ExitCode {
     reins_sandbox::maybe_run_helper();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REINS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("REINS_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("reins: cannot start the async runtime: {e}");

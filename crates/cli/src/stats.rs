@@ -23,14 +23,7 @@ impl Summary {
             let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
             ms[i.min(ms.len() - 1)]
         };
-        Self {
-            n: ms.len(),
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            min: at(0.0),
-            max: at(1.0),
-        }
+        Self { n: ms.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), min: at(0.0), max: at(1.0) }
     }
 }
 

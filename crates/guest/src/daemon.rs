@@ -64,29 +64,18 @@ impl Guest {
 
     /// One poll round; `Ok(false)` when the host has gone.
     fn round(&mut self) -> io::Result<bool> {
-        let (sources, raw): (Vec<Source>, Vec<(RawFd, PollFlags)>) =
-            self.interest().into_iter().unzip();
+        let (sources, raw): (Vec<Source>, Vec<(RawFd, PollFlags)>) = self.interest().into_iter().unzip();
         // SAFETY: every raw fd comes from a descriptor owned by `self`, which
         // outlives this function's borrow of it; none is closed before `poll` returns.
-        let borrowed: Vec<BorrowedFd<'_>> = raw
-            .iter()
-            .map(|(fd, _)| unsafe { BorrowedFd::borrow_raw(*fd) })
-            .collect();
-        let mut fds: Vec<PollFd<'_>> = borrowed
-            .iter()
-            .zip(&raw)
-            .map(|(fd, (_, ev))| PollFd::new(*fd, *ev))
-            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = raw.iter().map(|(fd, _)| unsafe { BorrowedFd::borrow_raw(*fd) }).collect();
+        let mut fds: Vec<PollFd<'_>> = borrowed.iter().zip(&raw).map(|(fd, (_, ev))| PollFd::new(*fd, *ev)).collect();
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
         let ready: Vec<(Source, PollFlags)> = sources
             .into_iter()
-            .zip(
-                fds.iter()
-                    .map(|f| f.revents().unwrap_or(PollFlags::empty())),
-            )
+            .zip(fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())))
             .filter(|(_, r)| !r.is_empty())
             .collect();
         drop(fds);
@@ -113,10 +102,7 @@ impl Guest {
     fn interest(&self) -> Vec<(Source, (RawFd, PollFlags))> {
         let mut v = vec![
             (Source::Socket, (self.sock.as_raw_fd(), PollFlags::POLLIN)),
-            (
-                Source::Signals,
-                (self.signals.as_fd().as_raw_fd(), PollFlags::POLLIN),
-            ),
+            (Source::Signals, (self.signals.as_fd().as_raw_fd(), PollFlags::POLLIN)),
         ];
         if let Some(fd) = self.watches.fd() {
             v.push((Source::Watches, (fd, PollFlags::POLLIN)));
@@ -124,10 +110,7 @@ impl Guest {
         for (id, p) in &self.procs {
             for (idx, out) in p.outputs.iter().enumerate() {
                 if let Some(fd) = &out.fd {
-                    v.push((
-                        Source::Output(*id, idx),
-                        (fd.as_raw_fd(), PollFlags::POLLIN),
-                    ));
+                    v.push((Source::Output(*id, idx), (fd.as_raw_fd(), PollFlags::POLLIN)));
                 }
             }
             if let Some(fd) = p.stdin_waiting() {
@@ -152,18 +135,14 @@ impl Guest {
         while self.inbuf.len() >= 4 {
             let mut prefix = [0u8; 4];
             prefix.copy_from_slice(&self.inbuf[..4]);
-            let len = proto::frame_len(prefix)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let len = proto::frame_len(prefix).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if self.inbuf.len() < 4 + len {
                 break;
             }
             let frame: Vec<u8> = self.inbuf.drain(..4 + len).skip(4).collect();
             match proto::decode::<Request>(&frame) {
                 Ok(req) => self.handle(req)?,
-                Err(e) => self.send(&Event::Error {
-                    id: 0,
-                    message: e.to_string(),
-                })?,
+                Err(e) => self.send(&Event::Error { id: 0, message: e.to_string() })?,
             }
         }
         Ok(true)
@@ -195,19 +174,9 @@ impl Guest {
                 let result = files::perform(uid, gid, op);
                 self.send(&Event::FileResult { id, result })
             }
-            Request::Watch {
-                id,
-                path,
-                recursive,
-            } => match self.watches.add(id, &path, recursive) {
-                Ok(()) => self.send(&Event::FileResult {
-                    id,
-                    result: Ok(proto::FileReply::Done),
-                }),
-                Err(e) => self.send(&Event::FileResult {
-                    id,
-                    result: Err(files::fs_error(&e)),
-                }),
+            Request::Watch { id, path, recursive } => match self.watches.add(id, &path, recursive) {
+                Ok(()) => self.send(&Event::FileResult { id, result: Ok(proto::FileReply::Done) }),
+                Err(e) => self.send(&Event::FileResult { id, result: Err(files::fs_error(&e)) }),
             },
             Request::Unwatch { id } => {
                 self.watches.remove(id);
@@ -218,22 +187,22 @@ impl Guest {
 
     fn start(&mut self, id: u32, spec: &proto::ExecSpec) -> io::Result<()> {
         if self.procs.contains_key(&id) {
-            return self.send(&Event::Error {
-                id,
-                message: "exec id already in use".into(),
-            });
+            return self.send(&Event::Error { id, message: "exec id already in use".into() });
         }
         match exec::spawn(spec) {
-            Ok(p) => {
+            Ok(None) => {
+                let message = format!("reins: {}: command not found\n", spec.argv[0]);
+                self.send(&Event::Started { id, pid: 0 })?;
+                self.send(&Event::Output { id, stream: proto::Stream::Stderr, data: message.into_bytes() })?;
+                self.send(&Event::Exited { id, status: ExitStatus::Code(127) })
+            }
+            Ok(Some(p)) => {
                 let pid = p.pid;
                 self.by_pid.insert(pid, id);
                 self.procs.insert(id, p);
                 self.send(&Event::Started { id, pid })
             }
-            Err(e) => self.send(&Event::Error {
-                id,
-                message: format!("cannot start command: {}", e.desc()),
-            }),
+            Err(e) => self.send(&Event::Error { id, message: format!("cannot start command: {}", e.desc()) }),
         }
     }
 
@@ -247,11 +216,7 @@ impl Guest {
         let n = out.read(&mut buf);
         if n > 0 {
             buf.truncate(n);
-            self.send(&Event::Output {
-                id,
-                stream,
-                data: buf,
-            })?;
+            self.send(&Event::Output { id, stream, data: buf })?;
         }
         self.finish_if_done(id)
     }
@@ -301,11 +266,7 @@ impl Guest {
                 if n == 0 {
                     break;
                 }
-                events.push(Event::Output {
-                    id,
-                    stream: out.stream,
-                    data: buf[..n].to_vec(),
-                });
+                events.push(Event::Output { id, stream: out.stream, data: buf[..n].to_vec() });
             }
             out.fd = None;
         }
@@ -316,10 +277,7 @@ impl Guest {
     }
 
     fn finish_if_done(&mut self, id: u32) -> io::Result<()> {
-        let done = self.procs.get(&id).and_then(|p| {
-            p.status
-                .filter(|_| p.outputs.iter().all(|o| o.fd.is_none()))
-        });
+        let done = self.procs.get(&id).and_then(|p| p.status.filter(|_| p.outputs.iter().all(|o| o.fd.is_none())));
         if let Some(status) = done {
             self.procs.remove(&id);
             self.send(&Event::Exited { id, status })?;

@@ -3,13 +3,14 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::pty::{openpty, Winsize};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::unistd::{dup2, execve, fork, ForkResult, Gid, Pid, Uid};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::daemon::read_nonblocking;
 use crate::proto::{ExecSpec, ExitStatus, Stream};
@@ -75,10 +76,7 @@ impl Proc {
 
     /// The stdin descriptor when buffered data waits for room in it.
     pub fn stdin_waiting(&self) -> Option<RawFd> {
-        self.stdin
-            .as_ref()
-            .filter(|_| !self.stdin_buf.is_empty())
-            .map(|f| f.as_raw_fd())
+        self.stdin.as_ref().filter(|_| !self.stdin_buf.is_empty()).map(|f| f.as_raw_fd())
     }
 
     pub fn drop_stdin(&mut self) {
@@ -101,12 +99,7 @@ impl Proc {
 }
 
 fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
-    let ws = Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid for the call.
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
@@ -137,14 +130,8 @@ fn pipes() -> nix::Result<Stdio> {
         child: [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
         keep_child: vec![in_r, out_w, err_w],
         outputs: vec![
-            Output {
-                fd: Some(out_r),
-                stream: Stream::Stdout,
-            },
-            Output {
-                fd: Some(err_r),
-                stream: Stream::Stderr,
-            },
+            Output { fd: Some(out_r), stream: Stream::Stdout },
+            Output { fd: Some(err_r), stream: Stream::Stderr },
         ],
         stdin: in_w,
         pty: None,
@@ -152,18 +139,10 @@ fn pipes() -> nix::Result<Stdio> {
 }
 
 fn pty(cols: u16, rows: u16) -> nix::Result<Stdio> {
-    let ws = Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     let pair = openpty(Some(&ws), None)?;
     for fd in [&pair.master, &pair.slave] {
-        fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
     }
     set_nonblocking(&pair.master)?;
     let master_raw = pair.master.as_raw_fd();
@@ -172,169 +151,161 @@ fn pty(cols: u16, rows: u16) -> nix::Result<Stdio> {
     Ok(Stdio {
         child: [s, s, s],
         keep_child: vec![pair.slave],
-        outputs: vec![Output {
-            fd: Some(pair.master),
-            stream: Stream::Stdout,
-        }],
+        outputs: vec![Output { fd: Some(pair.master), stream: Stream::Stdout }],
         stdin,
         pty: Some(master_raw),
     })
 }
 
-/// Starts `spec`; the returned process is already running.
-pub(crate) fn spawn(spec: &ExecSpec) -> nix::Result<Proc> {
+/// Starts `spec`; the returned process is already running, or `None` when
+/// the program does not exist (the caller reports exit code 127).
+pub(crate) fn spawn(spec: &ExecSpec) -> nix::Result<Option<Proc>> {
     if spec.argv.is_empty() {
         return Err(Errno::EINVAL);
     }
+    let Some(program) = resolve(spec) else { return Ok(None) };
     let stdio = match spec.pty {
         Some((cols, rows)) => pty(cols, rows)?,
         None => pipes()?,
     };
-    // Prepare everything that allocates before forking.
-    let prepared = Prepared::new(spec);
-    // SAFETY: the guest is single-threaded, so the child may run arbitrary code.
-    match unsafe { fork() }? {
-        ForkResult::Child => child(&prepared, &stdio),
-        ForkResult::Parent { child } => {
-            let Stdio {
-                outputs,
-                stdin,
-                pty,
-                keep_child,
-                ..
-            } = stdio;
-            drop(keep_child);
-            Ok(Proc {
-                pid: child.as_raw(),
-                outputs,
-                stdin: Some(stdin),
-                stdin_buf: Vec::new(),
-                stdin_close: false,
-                pty,
-                status: None,
-            })
-        }
-    }
+    let job = Job::new(spec, program, &stdio)?;
+    let pid = job.start()?;
+    let Stdio { outputs, stdin, pty, keep_child, .. } = stdio;
+    drop(keep_child);
+    Ok(Some(Proc { pid, outputs, stdin: Some(stdin), stdin_buf: Vec::new(), stdin_close: false, pty, status: None }))
 }
 
-struct Prepared {
-    argv: Vec<CString>,
-    env: Vec<CString>,
-    cwd: String,
+/// The program `argv[0]` names: as given when it has a `/`, else the first
+/// executable file of that name in the command's `PATH`.
+fn resolve(spec: &ExecSpec) -> Option<CString> {
+    let prog = &spec.argv[0];
+    let path = spec.env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    let executable = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let found = if prog.contains('/') {
+        Some(prog.clone()).filter(|p| Path::new(p).exists())
+    } else {
+        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{prog}")).find(|c| executable(Path::new(c)))
+    };
+    found.and_then(|p| CString::new(p).ok())
+}
+
+fn cstrings(v: &[String]) -> nix::Result<Vec<CString>> {
+    v.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)).collect()
+}
+
+fn pointers(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// Everything the child needs, prepared before it exists: the child shares
+/// the guest's memory (`CLONE_VM | CLONE_VFORK`, no page tables copied) and
+/// may only make raw system calls on it.
+struct Job {
+    program: CString,
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    name: Vec<u8>,
     uid: u32,
     gid: u32,
-    path: String,
+    stdio: [RawFd; 3],
     pty: bool,
 }
 
-impl Prepared {
-    fn new(spec: &ExecSpec) -> Self {
-        let cs = |s: &String| CString::new(s.replace('\0', "")).unwrap_or_default();
-        let path = spec
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH)
-            .to_owned();
-        Self {
-            argv: spec.argv.iter().map(cs).collect(),
-            env: spec.env.iter().map(cs).collect(),
-            cwd: spec.cwd.clone(),
+impl Job {
+    fn new(spec: &ExecSpec, program: CString, stdio: &Stdio) -> nix::Result<Self> {
+        let argv = cstrings(&spec.argv)?;
+        let env = cstrings(&spec.env)?;
+        Ok(Self {
+            argv_ptrs: pointers(&argv),
+            env_ptrs: pointers(&env),
+            _argv: argv,
+            _env: env,
+            program,
+            cwd: CString::new(spec.cwd.as_bytes()).map_err(|_| Errno::EINVAL)?,
+            name: spec.argv[0].as_bytes().to_vec(),
             uid: spec.uid,
             gid: spec.gid,
-            path,
+            stdio: stdio.child,
             pty: spec.pty.is_some(),
-        }
+        })
+    }
+
+    fn start(&self) -> nix::Result<i32> {
+        let mut stack = vec![0u8; 32 << 10];
+        // SAFETY: CLONE_VFORK suspends the guest until the child has called
+        // execve or exited, so `self` and `stack` outlive its use of them;
+        // the child only makes raw system calls (see `child`).
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+            let arg = self as *const Job as *mut libc::c_void;
+            libc::clone(child, top as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, arg)
+        };
+        Errno::result(pid)
     }
 }
 
-fn fail(code: i32, msg: &str) -> ! {
-    let _ = nix::unistd::write(std::io::stderr(), format!("reins: {msg}\n").as_bytes());
-    // SAFETY: `_exit` ends the forked child without running the parent's atexit handlers.
+/// Writes `reins: <program>: <msg>` to stderr and exits with `code`.
+///
+/// # Safety
+/// Only raw system calls; callable in the vfork child.
+unsafe fn fail(job: &Job, code: i32, msg: &[u8]) -> i32 {
+    for part in [b"reins: ".as_slice(), &job.name, b": ", msg, b"\n"] {
+        // SAFETY: writes bytes from a live slice.
+        unsafe { libc::write(2, part.as_ptr() as *const libc::c_void, part.len()) };
+    }
+    // SAFETY: ends the child at once.
     unsafe { libc::_exit(code) }
 }
 
-fn child(p: &Prepared, stdio: &Stdio) -> ! {
-    let _ = SigSet::all().thread_unblock();
-    let _ = nix::unistd::setsid();
-    for (target, fd) in stdio.child.iter().enumerate() {
-        if dup2(*fd, target as RawFd).is_err() {
-            fail(126, "cannot set up stdio");
-        }
-    }
-    if p.pty {
-        // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the terminal's slave side.
-        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-    }
-    // SAFETY: closes every descriptor above stderr; none is used after this.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if let Err(e) = nix::unistd::chdir(p.cwd.as_str()) {
-        fail(
-            126,
-            &format!("cannot change directory to {}: {}", p.cwd, e.desc()),
-        );
-    }
-    if let Err(e) = drop_privileges(p.uid, p.gid) {
-        fail(126, &format!("cannot drop privileges: {}", e.desc()));
-    }
-    crate::exec_policy::restrict_self();
-    exec_program(p)
-}
-
-fn exec_program(p: &Prepared) -> ! {
-    let prog = p.argv[0].to_string_lossy().into_owned();
-    let candidates: Vec<String> = if prog.contains('/') {
-        vec![prog.clone()]
-    } else {
-        p.path
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| format!("{d}/{prog}"))
-            .collect()
-    };
-    let mut denied = false;
-    for c in candidates {
-        if !Path::new(&c).is_file() {
-            continue;
-        }
-        let Ok(path) = CString::new(c) else { continue };
-        match execve(&path, &p.argv, &p.env) {
-            Err(Errno::EACCES) => denied = true,
-            Err(Errno::ENOENT) => {}
-            Err(e) => fail(126, &format!("{prog}: {}", e.desc())),
-        }
-    }
-    if denied {
-        fail(126, &format!("{prog}: permission denied"));
-    }
-    fail(127, &format!("{prog}: command not found"))
-}
-
-fn drop_privileges(uid: u32, gid: u32) -> nix::Result<()> {
-    // Empty the bounding set first: that needs CAP_SETPCAP, which goes next.
-    for cap in 0..=63 {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number; unknown numbers fail with EINVAL.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-    }
-    // SAFETY: clears the ambient set; plain integer arguments.
+extern "C" fn child(arg: *mut libc::c_void) -> i32 {
+    // SAFETY: `arg` is the `Job` of `Job::start`, alive while the guest is
+    // suspended; everything below is a raw system call on prepared data.
     unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
-    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-    nix::unistd::setgroups(&[gid])?;
-    nix::unistd::setresgid(gid, gid, gid)?;
-    nix::unistd::setresuid(uid, uid, uid)?;
-    clear_capabilities()
+        let job = &*(arg as *const Job);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // The guest ignores SIGPIPE; commands must not inherit that.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::setsid();
+        for (target, fd) in job.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as RawFd) < 0 {
+                return fail(job, 126, b"cannot set up stdio");
+            }
+        }
+        if job.pty {
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        if libc::chdir(job.cwd.as_ptr()) != 0 {
+            return fail(job, 126, b"cannot change to the working directory");
+        }
+        let gid = job.gid;
+        if libc::setgroups(1, &gid) != 0 || libc::setresgid(gid, gid, gid) != 0 {
+            return fail(job, 126, b"cannot set the group");
+        }
+        if libc::setresuid(job.uid, job.uid, job.uid) != 0 {
+            return fail(job, 126, b"cannot set the user");
+        }
+        if clear_capabilities() != 0 {
+            return fail(job, 126, b"cannot drop capabilities");
+        }
+        libc::execve(job.program.as_ptr(), job.argv_ptrs.as_ptr(), job.env_ptrs.as_ptr());
+        match *libc::__errno_location() {
+            libc::ENOENT => fail(job, 127, b"command not found"),
+            libc::EACCES => fail(job, 126, b"permission denied"),
+            libc::ENOEXEC => fail(job, 126, b"exec format error"),
+            _ => fail(job, 126, b"cannot execute"),
+        }
+    }
 }
 
-/// Empties the effective, permitted and inheritable sets (needed for uid 0).
-fn clear_capabilities() -> nix::Result<()> {
+/// Empties the effective, permitted and inheritable sets (needed for uid 0;
+/// a switch to another uid clears them anyway). Raw system call only.
+fn clear_capabilities() -> libc::c_long {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -347,16 +318,8 @@ fn clear_capabilities() -> nix::Result<()> {
         permitted: u32,
         inheritable: u32,
     }
-    let header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: capset reads a v3 header and two data structs, both valid for the call.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-    Errno::result(rc).map(drop)
+    unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }
 }

@@ -58,54 +58,28 @@ pub(crate) fn fs_error(e: &io::Error) -> FsError {
         _ if e.kind() == io::ErrorKind::InvalidInput => FsErrorKind::InvalidInput,
         _ => FsErrorKind::Other,
     };
-    FsError {
-        kind,
-        message: e.to_string(),
-    }
+    FsError { kind, message: e.to_string() }
 }
 
 fn checked(path: &str) -> io::Result<&Path> {
     if path.is_empty() || path.contains('\0') || !path.starts_with('/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("path `{path}` must be absolute"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("path `{path}` must be absolute")));
     }
     Ok(Path::new(path))
 }
 
 fn run(op: FileOp) -> io::Result<FileReply> {
     match op {
-        FileOp::Read {
-            path,
-            offset,
-            limit,
-        } => read(checked(&path)?, offset, limit),
-        FileOp::Write {
-            path,
-            data,
-            append,
-            mode,
-        } => write(checked(&path)?, &data, append, mode),
-        FileOp::List { path, depth } => {
-            list(checked(&path)?, depth.clamp(1, 16)).map(FileReply::Entries)
-        }
+        FileOp::Read { path, offset, limit } => read(checked(&path)?, offset, limit),
+        FileOp::Write { path, data, append, mode } => write(checked(&path)?, &data, append, mode),
+        FileOp::List { path, depth } => list(checked(&path)?, depth.clamp(1, 16)).map(FileReply::Entries),
         FileOp::Stat { path } => info(checked(&path)?).map(FileReply::Entry),
         FileOp::Mkdir { path, parents } => {
             let p = checked(&path)?;
-            if parents {
-                fs::create_dir_all(p)
-            } else {
-                fs::create_dir(p)
-            }
-            .map(|()| FileReply::Done)
+            if parents { fs::create_dir_all(p) } else { fs::create_dir(p) }.map(|()| FileReply::Done)
         }
-        FileOp::Remove { path, recursive } => {
-            remove(checked(&path)?, recursive).map(|()| FileReply::Done)
-        }
-        FileOp::Rename { from, to } => {
-            fs::rename(checked(&from)?, checked(&to)?).map(|()| FileReply::Done)
-        }
+        FileOp::Remove { path, recursive } => remove(checked(&path)?, recursive).map(|()| FileReply::Done),
+        FileOp::Rename { from, to } => fs::rename(checked(&from)?, checked(&to)?).map(|()| FileReply::Done),
     }
 }
 
@@ -115,11 +89,7 @@ fn read(path: &Path, offset: u64, limit: u64) -> io::Result<FileReply> {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     f.seek(SeekFrom::Start(offset))?;
-    let limit = if limit == 0 {
-        MAX_READ
-    } else {
-        limit.min(MAX_READ)
-    };
+    let limit = if limit == 0 { MAX_READ } else { limit.min(MAX_READ) };
     let mut data = Vec::new();
     Read::by_ref(&mut f).take(limit).read_to_end(&mut data)?;
     let eof = (data.len() as u64) < limit || f.read(&mut [0u8; 1])? == 0;
@@ -182,17 +152,11 @@ pub(crate) fn info(path: &Path) -> io::Result<EntryInfo> {
     } else {
         FileKind::Other
     };
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i128);
+    let mtime_ns =
+        meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
     Ok(EntryInfo {
         path: path.to_string_lossy().into_owned(),
-        name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         kind,
         size: meta.len(),
         mode: meta.permissions().mode(),

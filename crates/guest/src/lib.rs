@@ -12,8 +12,8 @@ pub mod proto;
 
 mod daemon;
 mod exec;
-mod exec_policy;
 mod files;
+pub mod policy;
 mod watch;
 
 pub use daemon::run;

@@ -298,11 +298,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let ev = Event::Output {
-            id: 7,
-            stream: Stream::Stderr,
-            data: b"hi".to_vec(),
-        };
+        let ev = Event::Output { id: 7, stream: Stream::Stderr, data: b"hi".to_vec() };
         let frame = encode(&ev);
         let mut cursor = io::Cursor::new(frame);
         let mut buf = Vec::new();

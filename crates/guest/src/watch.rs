@@ -29,10 +29,7 @@ fn mask() -> AddWatchFlags {
 
 impl Watches {
     pub fn new() -> io::Result<Self> {
-        Ok(Self {
-            inotify: None,
-            by_wd: HashMap::new(),
-        })
+        Ok(Self { inotify: None, by_wd: HashMap::new() })
     }
 
     pub fn fd(&self) -> Option<RawFd> {
@@ -41,9 +38,7 @@ impl Watches {
 
     pub fn add(&mut self, id: u32, path: &str, recursive: bool) -> io::Result<()> {
         if self.inotify.is_none() {
-            self.inotify = Some(Inotify::init(
-                InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC,
-            )?);
+            self.inotify = Some(Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?);
         }
         let mut dirs = vec![PathBuf::from(path)];
         while let Some(dir) = dirs.pop() {
@@ -70,12 +65,7 @@ impl Watches {
 
     pub fn remove(&mut self, id: u32) {
         let Some(inotify) = &self.inotify else { return };
-        let wds: Vec<WatchDescriptor> = self
-            .by_wd
-            .iter()
-            .filter(|(_, (i, _))| *i == id)
-            .map(|(wd, _)| *wd)
-            .collect();
+        let wds: Vec<WatchDescriptor> = self.by_wd.iter().filter(|(_, (i, _))| *i == id).map(|(wd, _)| *wd).collect();
         for wd in wds {
             let _ = inotify.rm_watch(wd);
             self.by_wd.remove(&wd);
@@ -98,11 +88,7 @@ impl Watches {
                     Some(n) => dir.join(n),
                     None => dir.clone(),
                 };
-                Some(Event::WatchEvent {
-                    id: *id,
-                    kind,
-                    path: path.to_string_lossy().into_owned(),
-                })
+                Some(Event::WatchEvent { id: *id, kind, path: path.to_string_lossy().into_owned() })
             })
             .collect()
     }

@@ -35,8 +35,7 @@ pub struct Cgroups {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), Error> {
-    fs::write(path, value)
-        .map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
+    fs::write(path, value).map_err(|e| Error::Cgroup(format!("writing {value:?} to {}: {e}", path.display())))
 }
 
 impl Cgroups {
@@ -47,14 +46,9 @@ impl Cgroups {
         } else if Path::new(ROOT).join("memory").is_dir() {
             Layout::Legacy
         } else {
-            return Err(Error::Cgroup(format!(
-                "no cgroup hierarchy found under {ROOT}"
-            )));
+            return Err(Error::Cgroup(format!("no cgroup hierarchy found under {ROOT}")));
         };
-        let cg = Self {
-            layout,
-            group: group.to_owned(),
-        };
+        let cg = Self { layout, group: group.to_owned() };
         cg.init()?;
         Ok(cg)
     }
@@ -70,9 +64,7 @@ impl Cgroups {
                 mkdir(&parent)?;
                 write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
             }
-            Layout::Legacy => V1_CONTROLLERS
-                .iter()
-                .try_for_each(|c| mkdir(&Path::new(ROOT).join(c).join(&self.group))),
+            Layout::Legacy => V1_CONTROLLERS.iter().try_for_each(|c| mkdir(&Path::new(ROOT).join(c).join(&self.group))),
         }
     }
 
@@ -81,10 +73,9 @@ impl Cgroups {
         let name = format!("s{slot}");
         match self.layout {
             Layout::Unified => vec![Path::new(ROOT).join(&self.group).join(name)],
-            Layout::Legacy => V1_CONTROLLERS
-                .iter()
-                .map(|c| Path::new(ROOT).join(c).join(&self.group).join(&name))
-                .collect(),
+            Layout::Legacy => {
+                V1_CONTROLLERS.iter().map(|c| Path::new(ROOT).join(c).join(&self.group).join(&name)).collect()
+            }
         }
     }
 
@@ -107,34 +98,22 @@ impl Cgroups {
             }
             Layout::Legacy => {
                 let [mem, pids, cpu, freezer] = [&dirs[0], &dirs[1], &dirs[2], &dirs[3]];
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
+                write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
                 write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                 write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 write(&freezer.join("freezer.state"), "THAWED")?;
             }
         }
-        Ok(dirs
-            .iter()
-            .map(|d| d.join("cgroup.procs").to_string_lossy().into_owned())
-            .collect())
+        Ok(dirs.iter().map(|d| d.join("cgroup.procs").to_string_lossy().into_owned()).collect())
     }
 
     /// Freezes (`true`) or thaws every process of slot `slot`.
     pub fn freeze(&self, slot: u32, frozen: bool) -> Result<(), Error> {
         let dirs = self.slot_dirs(slot);
         match self.layout {
-            Layout::Unified => write(
-                &dirs[0].join("cgroup.freeze"),
-                if frozen { "1" } else { "0" },
-            ),
-            Layout::Legacy => write(
-                &dirs[3].join("freezer.state"),
-                if frozen { "FROZEN" } else { "THAWED" },
-            ),
+            Layout::Unified => write(&dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            Layout::Legacy => write(&dirs[3].join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
         }
     }
 
@@ -143,11 +122,7 @@ impl Cgroups {
         self.slot_dirs(slot)
             .iter()
             .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| {
-                s.lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<i32>>()
-            })
+            .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
             .collect()
     }
 

@@ -33,10 +33,7 @@ pub(crate) struct Conn {
     closed: AtomicBool,
 }
 
-async fn read_event(
-    r: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut Vec<u8>,
-) -> Result<Option<Event>, Error> {
+async fn read_event(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> Result<Option<Event>, Error> {
     let mut prefix = [0u8; 4];
     match r.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -45,19 +42,12 @@ async fn read_event(
     }
     let len = proto::frame_len(prefix).map_err(|e| Error::Protocol(e.to_string()))?;
     buf.resize(len, 0);
-    r.read_exact(buf)
-        .await
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    proto::decode(buf)
-        .map(Some)
-        .map_err(|e| Error::Protocol(e.to_string()))
+    r.read_exact(buf).await.map_err(|e| Error::Protocol(e.to_string()))?;
+    proto::decode(buf).map(Some).map_err(|e| Error::Protocol(e.to_string()))
 }
 
 /// Waits for the guest's first event: `Ready`, or the reason set-up failed.
-pub(crate) async fn handshake(
-    stream: UnixStream,
-    limit: Duration,
-) -> Result<(Arc<Conn>, JoinHandle<()>), Error> {
+pub(crate) async fn handshake(stream: UnixStream, limit: Duration) -> Result<(Arc<Conn>, JoinHandle<()>), Error> {
     let (read, write) = stream.into_split();
     let mut reader = BufReader::with_capacity(8 << 10, read);
     let mut buf = Vec::new();
@@ -121,18 +111,11 @@ impl Conn {
     }
 
     /// Like [`Conn::request`], for requests whose events keep coming until forgotten.
-    pub async fn request_stream(
-        &self,
-        make: impl FnOnce(u32) -> Request,
-    ) -> Result<(u32, Events), Error> {
+    pub async fn request_stream(&self, make: impl FnOnce(u32) -> Request) -> Result<(u32, Events), Error> {
         self.register(make, true).await
     }
 
-    async fn register(
-        &self,
-        make: impl FnOnce(u32) -> Request,
-        stream: bool,
-    ) -> Result<(u32, Events), Error> {
+    async fn register(&self, make: impl FnOnce(u32) -> Request, stream: bool) -> Result<(u32, Events), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         {
@@ -153,10 +136,7 @@ impl Conn {
     pub async fn send(&self, req: &Request) -> Result<(), Error> {
         let frame = proto::encode(req);
         if frame.len() > proto::MAX_FRAME {
-            return Err(Error::Invalid(format!(
-                "request of {} bytes is too large",
-                frame.len()
-            )));
+            return Err(Error::Invalid(format!("request of {} bytes is too large", frame.len())));
         }
         let mut w = self.writer.lock().await;
         w.write_all(&frame).await.map_err(|_| Error::Gone)

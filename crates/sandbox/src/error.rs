@@ -49,20 +49,14 @@ pub enum Error {
     #[error("guest protocol: {0}")]
     Protocol(String),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("internal lock poisoned")]
     Poisoned,
 }
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { path: path.to_path_buf(), source }
     }
 
     /// True when the request itself was wrong (a 4xx, not a 5xx).

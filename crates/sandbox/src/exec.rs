@@ -57,10 +57,7 @@ pub struct ExecRequest {
 
 impl ExecRequest {
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(argv: I) -> Self {
-        Self {
-            argv: argv.into_iter().map(Into::into).collect(),
-            ..Self::default()
-        }
+        Self { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
     }
 }
 
@@ -105,14 +102,7 @@ impl Exec {
             None if timed_out.load(Ordering::SeqCst) => return Err(Error::Timeout),
             None => return Err(Error::Gone),
         };
-        Ok(Self {
-            id,
-            pid,
-            conn,
-            events,
-            timed_out,
-            done: false,
-        })
+        Ok(Self { id, pid, conn, events, timed_out, done: false })
     }
 
     fn gone(&self) -> Error {
@@ -139,16 +129,8 @@ impl Exec {
                 None => return Err(self.gone()),
             };
             return Ok(Some(match ev {
-                Event::Output {
-                    stream: Stream::Stdout,
-                    data,
-                    ..
-                } => ExecEvent::Stdout(data),
-                Event::Output {
-                    stream: Stream::Stderr,
-                    data,
-                    ..
-                } => ExecEvent::Stderr(data),
+                Event::Output { stream: Stream::Stdout, data, .. } => ExecEvent::Stdout(data),
+                Event::Output { stream: Stream::Stderr, data, .. } => ExecEvent::Stderr(data),
                 Event::Exited { status, .. } => {
                     self.done = true;
                     ExecEvent::Exit(status)
@@ -166,13 +148,7 @@ impl Exec {
             match ev {
                 ExecEvent::Stdout(d) => stdout.extend_from_slice(&d),
                 ExecEvent::Stderr(d) => stderr.extend_from_slice(&d),
-                ExecEvent::Exit(status) => {
-                    return Ok(Output {
-                        stdout,
-                        stderr,
-                        status,
-                    })
-                }
+                ExecEvent::Exit(status) => return Ok(Output { stdout, stderr, status }),
             }
         }
         Err(self.gone())
@@ -181,44 +157,23 @@ impl Exec {
     /// Sends bytes to the command's stdin (or terminal).
     pub async fn write_stdin(&self, data: &[u8]) -> Result<(), Error> {
         for chunk in data.chunks(CHUNK) {
-            self.conn
-                .send(&Request::Stdin {
-                    id: self.id,
-                    data: chunk.to_vec(),
-                })
-                .await?;
+            self.conn.send(&Request::Stdin { id: self.id, data: chunk.to_vec() }).await?;
         }
         Ok(())
     }
 
     /// Closes stdin (sends end-of-file on a terminal).
     pub async fn close_stdin(&self) -> Result<(), Error> {
-        self.conn
-            .send(&Request::Stdin {
-                id: self.id,
-                data: Vec::new(),
-            })
-            .await
+        self.conn.send(&Request::Stdin { id: self.id, data: Vec::new() }).await
     }
 
     /// Sends signal `signal` to the command's process group.
     pub async fn signal(&self, signal: i32) -> Result<(), Error> {
-        self.conn
-            .send(&Request::Signal {
-                id: self.id,
-                signal,
-            })
-            .await
+        self.conn.send(&Request::Signal { id: self.id, signal }).await
     }
 
     pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), Error> {
-        self.conn
-            .send(&Request::Resize {
-                id: self.id,
-                cols,
-                rows,
-            })
-            .await
+        self.conn.send(&Request::Resize { id: self.id, cols, rows }).await
     }
 }
 

@@ -31,10 +31,7 @@ pub use sandbox::{Sandbox, Watch, WatchEvent};
 /// Runs the helper role and exits if this process was started as a helper;
 /// returns otherwise. Call it before starting any thread or runtime.
 pub fn maybe_run_helper() {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == ns::ZYGOTE_ARG)
-    {
+    if std::env::args_os().nth(1).is_some_and(|a| a == ns::ZYGOTE_ARG) {
         ns::zygote::main();
     }
 }

@@ -39,8 +39,7 @@ pub struct RuntimeOptions {
 
 impl RuntimeOptions {
     pub fn new(data_dir: PathBuf) -> Result<Self, Error> {
-        let helper = std::env::current_exe()
-            .map_err(|e| Error::Helper(format!("locating own binary: {e}")))?;
+        let helper = std::env::current_exe().map_err(|e| Error::Helper(format!("locating own binary: {e}")))?;
         Ok(Self {
             data_dir,
             run_dir: PathBuf::from("/run/reins"),
@@ -94,9 +93,7 @@ impl Runtime {
             mount_dir,
             graveyard: Mutex::new(Vec::new()),
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn templates(&self) -> &Templates {
@@ -111,25 +108,14 @@ impl Runtime {
     pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, Error> {
         spec.limits.validate()?;
         let template = self.inner.templates.resolve(&spec.template)?;
-        let mut binds: Vec<Bind> = template
-            .binds
-            .iter()
-            .map(|b| Bind {
-                host: b.clone(),
-                target: b.clone(),
-                read_only: true,
-            })
-            .collect();
+        let mut binds: Vec<Bind> =
+            template.binds.iter().map(|b| Bind { host: b.clone(), target: b.clone(), read_only: true }).collect();
         for v in &spec.volumes {
             if !v.host.is_dir() {
                 return Err(Error::VolumeNotFound(v.host.clone()));
             }
             let host = v.host.to_string_lossy().into_owned();
-            binds.push(Bind {
-                host,
-                target: v.sandbox.to_string_lossy().into_owned(),
-                read_only: v.read_only,
-            });
+            binds.push(Bind { host, target: v.sandbox.to_string_lossy().into_owned(), read_only: v.read_only });
         }
         self.inner.bury();
         let slot = self.inner.slots.acquire()?;
@@ -151,12 +137,7 @@ impl Runtime {
         self.spawn(spec, &req, slot).await
     }
 
-    async fn spawn(
-        &self,
-        spec: &SandboxSpec,
-        req: &SpawnRequest,
-        slot: Slot,
-    ) -> Result<Sandbox, Error> {
+    async fn spawn(&self, spec: &SandboxSpec, req: &SpawnRequest, slot: Slot) -> Result<Sandbox, Error> {
         let (host_end, guest_end) = match guest_socket() {
             Ok(pair) => pair,
             Err(e) => {
@@ -165,8 +146,7 @@ impl Runtime {
             }
         };
         let spawned = {
-            let i =
-                self.inner.next_zygote.fetch_add(1, Ordering::Relaxed) % self.inner.zygotes.len();
+            let i = self.inner.next_zygote.fetch_add(1, Ordering::Relaxed) % self.inner.zygotes.len();
             let zygote = self.inner.zygotes[i].lock().await;
             zygote.spawn(req, &guest_end).await
         };
@@ -219,8 +199,7 @@ fn guest_socket() -> Result<(UnixStream, OwnedFd), Error> {
     let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags)
         .map_err(|e| Error::Helper(format!("socketpair: {e}")))?;
     let std = std::os::unix::net::UnixStream::from(a);
-    std.set_nonblocking(true)
-        .map_err(|e| Error::Helper(e.to_string()))?;
+    std.set_nonblocking(true).map_err(|e| Error::Helper(e.to_string()))?;
     let stream = UnixStream::from_std(std).map_err(|e| Error::Helper(e.to_string()))?;
     Ok((stream, b))
 }

@@ -23,24 +23,12 @@ pub(crate) struct Pidfd(AsyncFd<OwnedFd>);
 impl Pidfd {
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                libc::SIGKILL,
-                0usize,
-                0u32,
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), libc::SIGKILL, 0usize, 0u32) };
     }
 
     /// True once the process has exited (a pidfd polls readable then).
     pub fn exited(&self) -> bool {
-        let mut fds = [libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         // SAFETY: poll on one valid pollfd with a zero timeout.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 }
     }
@@ -109,23 +97,9 @@ impl Sandbox {
                 }
             })
         });
-        let env = spec
-            .env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect();
+        let env = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
         let id = format!("sb{}x{}", slot.index, pid);
-        Ok(Self {
-            id,
-            pid,
-            inner,
-            conn,
-            reader,
-            timer,
-            timed_out,
-            env,
-            life: Some((pidfd, slot)),
-        })
+        Ok(Self { id, pid, inner, conn, reader, timer, timed_out, env, life: Some((pidfd, slot)) })
     }
 
     pub fn id(&self) -> &str {
@@ -163,36 +137,20 @@ impl Sandbox {
         let (uid, gid) = req.user.ids();
         let spec = reins_guest::proto::ExecSpec {
             env: self.environment(&req),
-            cwd: req
-                .cwd
-                .clone()
-                .unwrap_or_else(|| req.user.home().to_owned()),
+            cwd: req.cwd.clone().unwrap_or_else(|| req.user.home().to_owned()),
             argv: req.argv,
             uid,
             gid,
             pty: req.pty,
         };
-        let (id, events) = self
-            .conn
-            .request(|id| Request::Exec { id, spec })
-            .await
-            .map_err(|_| self.gone())?;
-        Exec::start(
-            Arc::clone(&self.conn),
-            id,
-            events,
-            Arc::clone(&self.timed_out),
-        )
-        .await
+        let (id, events) = self.conn.request(|id| Request::Exec { id, spec }).await.map_err(|_| self.gone())?;
+        Exec::start(Arc::clone(&self.conn), id, events, Arc::clone(&self.timed_out)).await
     }
 
     fn environment(&self, req: &ExecRequest) -> Vec<String> {
         let user = req.user;
         let mut env: Vec<(String, String)> = vec![
-            (
-                "PATH".into(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ),
+            ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ("HOME".into(), user.home().into()),
             ("USER".into(), user.name().into()),
             ("LOGNAME".into(), user.name().into()),
@@ -210,11 +168,8 @@ impl Sandbox {
 
     async fn file(&self, user: User, op: FileOp) -> Result<FileReply, Error> {
         let (uid, gid) = user.ids();
-        let (_, mut events) = self
-            .conn
-            .request(|id| Request::File { id, uid, gid, op })
-            .await
-            .map_err(|_| self.gone())?;
+        let (_, mut events) =
+            self.conn.request(|id| Request::File { id, uid, gid, op }).await.map_err(|_| self.gone())?;
         match events.recv().await {
             Some(Event::FileResult { result, .. }) => result.map_err(Error::Fs),
             Some(Event::Error { message, .. }) => Err(Error::Protocol(message)),
@@ -224,62 +179,20 @@ impl Sandbox {
     }
 
     /// Reads up to `limit` bytes (0: as much as fits in one frame) from `offset`; returns the data and whether the end was reached.
-    pub async fn read_file(
-        &self,
-        user: User,
-        path: &str,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(Vec<u8>, bool), Error> {
-        match self
-            .file(
-                user,
-                FileOp::Read {
-                    path: path.into(),
-                    offset,
-                    limit,
-                },
-            )
-            .await?
-        {
+    pub async fn read_file(&self, user: User, path: &str, offset: u64, limit: u64) -> Result<(Vec<u8>, bool), Error> {
+        match self.file(user, FileOp::Read { path: path.into(), offset, limit }).await? {
             FileReply::Data { data, eof } => Ok((data, eof)),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
 
     /// Writes (or appends) a file, creating parent directories.
-    pub async fn write_file(
-        &self,
-        user: User,
-        path: &str,
-        data: Vec<u8>,
-        append: bool,
-    ) -> Result<EntryInfo, Error> {
-        entry(
-            self.file(
-                user,
-                FileOp::Write {
-                    path: path.into(),
-                    data,
-                    append,
-                    mode: 0o644,
-                },
-            )
-            .await?,
-        )
+    pub async fn write_file(&self, user: User, path: &str, data: Vec<u8>, append: bool) -> Result<EntryInfo, Error> {
+        entry(self.file(user, FileOp::Write { path: path.into(), data, append, mode: 0o644 }).await?)
     }
 
     pub async fn list(&self, user: User, path: &str, depth: u32) -> Result<Vec<EntryInfo>, Error> {
-        match self
-            .file(
-                user,
-                FileOp::List {
-                    path: path.into(),
-                    depth,
-                },
-            )
-            .await?
-        {
+        match self.file(user, FileOp::List { path: path.into(), depth }).await? {
             FileReply::Entries(e) => Ok(e),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }
@@ -290,50 +203,22 @@ impl Sandbox {
     }
 
     pub async fn mkdir(&self, user: User, path: &str, parents: bool) -> Result<(), Error> {
-        self.file(
-            user,
-            FileOp::Mkdir {
-                path: path.into(),
-                parents,
-            },
-        )
-        .await
-        .map(drop)
+        self.file(user, FileOp::Mkdir { path: path.into(), parents }).await.map(drop)
     }
 
     pub async fn remove(&self, user: User, path: &str, recursive: bool) -> Result<(), Error> {
-        self.file(
-            user,
-            FileOp::Remove {
-                path: path.into(),
-                recursive,
-            },
-        )
-        .await
-        .map(drop)
+        self.file(user, FileOp::Remove { path: path.into(), recursive }).await.map(drop)
     }
 
     pub async fn rename(&self, user: User, from: &str, to: &str) -> Result<(), Error> {
-        self.file(
-            user,
-            FileOp::Rename {
-                from: from.into(),
-                to: to.into(),
-            },
-        )
-        .await
-        .map(drop)
+        self.file(user, FileOp::Rename { from: from.into(), to: to.into() }).await.map(drop)
     }
 
     /// Watches a directory (and its subdirectories when `recursive`).
     pub async fn watch(&self, path: &str, recursive: bool) -> Result<Watch, Error> {
         let (id, mut events) = self
             .conn
-            .request_stream(|id| Request::Watch {
-                id,
-                path: path.into(),
-                recursive,
-            })
+            .request_stream(|id| Request::Watch { id, path: path.into(), recursive })
             .await
             .map_err(|_| self.gone())?;
         match events.recv().await {
@@ -341,11 +226,7 @@ impl Sandbox {
             Some(Event::FileResult { result: Err(e), .. }) => return Err(Error::Fs(e)),
             _ => return Err(self.gone()),
         }
-        Ok(Watch {
-            id,
-            conn: Arc::clone(&self.conn),
-            events,
-        })
+        Ok(Watch { id, conn: Arc::clone(&self.conn), events })
     }
 
     /// Freezes every process of the sandbox.

@@ -43,11 +43,7 @@ pub struct Slots {
 impl Slots {
     pub fn new(dir: PathBuf) -> Result<Self, Error> {
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(Self {
-            dir,
-            free: Mutex::new(Vec::new()),
-            next: Mutex::new(0),
-        })
+        Ok(Self { dir, free: Mutex::new(Vec::new()), next: Mutex::new(0) })
     }
 
     /// Takes a free slot, skipping those other processes hold.
@@ -74,12 +70,8 @@ impl Slots {
 
     fn try_lock(&self, index: u32) -> Result<Option<Slot>, Error> {
         let path = self.dir.join(format!("{index}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         Ok((rc == 0).then_some(Slot { index, _lock: file }))

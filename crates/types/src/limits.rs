@@ -9,10 +9,7 @@ pub struct CpuQuota(u32);
 impl CpuQuota {
     /// Parses a CPU count such as `1.5`; must be in (0, 1024].
     pub fn parse(input: &str) -> Result<Self, LimitsError> {
-        let cpus: f64 = input
-            .trim()
-            .parse()
-            .map_err(|_| LimitsError::Cpus(input.to_owned()))?;
+        let cpus: f64 = input.trim().parse().map_err(|_| LimitsError::Cpus(input.to_owned()))?;
         Self::from_cpus(cpus).ok_or_else(|| LimitsError::Cpus(input.to_owned()))
     }
 
@@ -31,9 +28,7 @@ impl CpuQuota {
 /// Limits that are out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
-    #[error(
-        "invalid cpu count `{0}`: give a positive number of CPUs up to 1024, such as 0.5 or 2"
-    )]
+    #[error("invalid cpu count `{0}`: give a positive number of CPUs up to 1024, such as 0.5 or 2")]
     Cpus(String),
     #[error("memory limit {0} bytes is too small: give at least 8M")]
     Memory(u64),
@@ -54,12 +49,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            memory_bytes: 512 << 20,
-            cpu: CpuQuota(1000),
-            pids: 256,
-            disk_bytes: 1 << 30,
-        }
+        Self { memory_bytes: 512 << 20, cpu: CpuQuota(1000), pids: 256, disk_bytes: 1 << 30 }
     }
 }
 
@@ -95,10 +85,7 @@ mod tests {
     #[test]
     fn validate() {
         assert_eq!(Limits::default().validate(), Ok(()));
-        let zero = Limits {
-            memory_bytes: 0,
-            ..Limits::default()
-        };
+        let zero = Limits { memory_bytes: 0, ..Limits::default() };
         assert_eq!(zero.validate(), Err(LimitsError::Memory(0)));
     }
 }

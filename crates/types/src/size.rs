@@ -10,11 +10,7 @@ pub enum ParseError {
     #[error("`{0}` is not a number followed by an optional unit")]
     Syntax(String),
     #[error("unknown unit `{unit}` in `{input}` (use {expected})")]
-    Unit {
-        input: String,
-        unit: String,
-        expected: &'static str,
-    },
+    Unit { input: String, unit: String, expected: &'static str },
     #[error("`{0}` is too large")]
     Overflow(String),
 }
@@ -24,13 +20,9 @@ fn split_number(input: &str) -> Result<(f64, &str), ParseError> {
     if s.is_empty() {
         return Err(ParseError::Empty);
     }
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(end);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| ParseError::Syntax(input.to_owned()))?;
+    let value: f64 = num.parse().map_err(|_| ParseError::Syntax(input.to_owned()))?;
     if !value.is_finite() {
         return Err(ParseError::Syntax(input.to_owned()));
     }
@@ -71,11 +63,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         _ => {
-            return Err(ParseError::Unit {
-                input: input.to_owned(),
-                unit: unit.to_owned(),
-                expected: "ms, s, m or h",
-            })
+            return Err(ParseError::Unit { input: input.to_owned(), unit: unit.to_owned(), expected: "ms, s, m or h" })
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| ParseError::Overflow(input.to_owned()))
@@ -95,10 +83,7 @@ mod tests {
         assert!(matches!(parse_size("12Q"), Err(ParseError::Unit { .. })));
         assert!(matches!(parse_size("-1"), Err(ParseError::Syntax(_))));
         assert_eq!(parse_size(""), Err(ParseError::Empty));
-        assert!(matches!(
-            parse_size("99999999999T"),
-            Err(ParseError::Overflow(_))
-        ));
+        assert!(matches!(parse_size("99999999999T"), Err(ParseError::Overflow(_))));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The specification of a sandbox and of its parts given on the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,9 +12,7 @@ use crate::Limits;
 pub enum SpecError {
     #[error("invalid volume `{0}`: use HOST:SANDBOX or HOST:SANDBOX:ro with absolute paths")]
     Volume(String),
-    #[error(
-        "invalid environment variable `{0}`: use NAME=VALUE with a name of letters, digits and _"
-    )]
+    #[error("invalid environment variable `{0}`: use NAME=VALUE with a name of letters, digits and _")]
     Env(String),
     #[error("invalid template name `{0}`: use letters, digits, `.`, `_` and `-`")]
     Template(String),
@@ -43,25 +41,12 @@ impl std::str::FromStr for Volume {
         };
         let clean = |p: &PathBuf| {
             p.is_absolute()
-                && p.components().all(|c| {
-                    !matches!(
-                        c,
-                        std::path::Component::ParentDir | std::path::Component::CurDir
-                    )
-                })
+                && p.components().all(|c| !matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir))
         };
-        if parts.next().is_some()
-            || !clean(&host)
-            || !clean(&sandbox)
-            || sandbox == PathBuf::from("/")
-        {
+        if parts.next().is_some() || !clean(&host) || !clean(&sandbox) || sandbox == Path::new("/") {
             return Err(err());
         }
-        Ok(Self {
-            host,
-            sandbox,
-            read_only,
-        })
+        Ok(Self { host, sandbox, read_only })
     }
 }
 
@@ -76,9 +61,7 @@ impl std::str::FromStr for EnvVar {
     type Err = SpecError;
 
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        let (name, value) = s
-            .split_once('=')
-            .ok_or_else(|| SpecError::Env(s.to_owned()))?;
+        let (name, value) = s.split_once('=').ok_or_else(|| SpecError::Env(s.to_owned()))?;
         let valid = !name.is_empty()
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -86,10 +69,7 @@ impl std::str::FromStr for EnvVar {
         if !valid {
             return Err(SpecError::Env(s.to_owned()));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), value: value.to_owned() })
     }
 }
 
@@ -97,11 +77,8 @@ impl std::str::FromStr for EnvVar {
 pub fn validate_template_name(name: &str) -> Result<(), SpecError> {
     let ok = (1..=64).contains(&name.len())
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    ok.then_some(())
-        .ok_or_else(|| SpecError::Template(name.to_owned()))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    ok.then_some(()).ok_or_else(|| SpecError::Template(name.to_owned()))
 }
 
 /// Everything needed to create a sandbox.

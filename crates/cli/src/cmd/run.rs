@@ -54,12 +54,7 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     tty: bool,
     /// The command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
@@ -87,12 +82,7 @@ impl RunArgs {
     fn spec(&self) -> SandboxSpec {
         SandboxSpec {
             template: self.template.clone(),
-            limits: Limits {
-                memory_bytes: self.memory,
-                cpu: self.cpus,
-                pids: self.pids,
-                disk_bytes: self.disk,
-            },
+            limits: Limits { memory_bytes: self.memory, cpu: self.cpus, pids: self.pids, disk_bytes: self.disk },
             env: self.env.clone(),
             volumes: self.volumes.clone(),
             timeout: self.timeout,
@@ -107,13 +97,8 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<u8> {
     let sandbox = rt.create(&spec).await.context("creating the sandbox")?;
     let tty = args.tty && std::io::stdin().is_terminal();
     let pty = args.tty.then(|| terminal_size().unwrap_or((80, 24)));
-    let req = ExecRequest {
-        argv: args.command.clone(),
-        env: Vec::new(),
-        cwd: args.workdir.clone(),
-        user: args.user,
-        pty,
-    };
+    let req =
+        ExecRequest { argv: args.command.clone(), env: Vec::new(), cwd: args.workdir.clone(), user: args.user, pty };
     let result = match sandbox.exec(req).await {
         Ok(exec) => drive(exec, args.interactive || args.tty, tty).await,
         Err(e) => Err(e),
@@ -138,8 +123,7 @@ async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Err
     if !forward_stdin {
         exec.close_stdin().await?;
     }
-    let mut winch =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
     let mut buf = vec![0u8; 16 << 10];
     loop {
         tokio::select! {
@@ -161,12 +145,7 @@ async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Err
 }
 
 fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws: libc::winsize = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, valid for the call.
     let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))

@@ -43,13 +43,7 @@ fn ls(store: &Templates, json: bool) -> Result<u8> {
     }
     println!("{:<24} {:<14} {:>10}  SOURCE", "NAME", "DIGEST", "SIZE");
     for t in list {
-        println!(
-            "{:<24} {:<14} {:>10}  {}",
-            t.name,
-            &t.digest[..12],
-            human(t.size_bytes),
-            t.source
-        );
+        println!("{:<24} {:<14} {:>10}  {}", t.name, &t.digest[..12], human(t.size_bytes), t.source);
     }
     Ok(0)
 }
@@ -67,9 +61,8 @@ fn import(store: &Templates, source: &Path, name: &str) -> Result<u8> {
                 let _ = std::io::stderr().flush();
             }
         };
-        let t = store
-            .import_oci(source, name, &mut report)
-            .with_context(|| format!("importing {}", source.display()))?;
+        let t =
+            store.import_oci(source, name, &mut report).with_context(|| format!("importing {}", source.display()))?;
         eprintln!();
         t
     };

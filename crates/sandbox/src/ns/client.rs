@@ -8,8 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -44,56 +43,39 @@ impl Zygote {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Helper(format!("starting {}: {e}", exe.display())))?;
+        let child = cmd.spawn().map_err(|e| Error::Helper(format!("starting {}: {e}", exe.display())))?;
         drop(theirs);
         // SAFETY: the AsyncFd takes ownership of our end, which no one else closes.
-        let sock = unsafe { AsyncFd::register(ours) }
-            .map_err(|e| Error::Helper(format!("registering zygote socket: {e}")))?;
+        let sock =
+            unsafe { AsyncFd::register(ours) }.map_err(|e| Error::Helper(format!("registering zygote socket: {e}")))?;
         Ok(Self { sock, child })
     }
 
     /// Asks the zygote for one sandbox; returns its host pid and a pidfd.
-    pub async fn spawn(
-        &self,
-        req: &SpawnRequest,
-        guest: &OwnedFd,
-    ) -> Result<(i32, OwnedFd), Error> {
+    pub async fn spawn(&self, req: &SpawnRequest, guest: &OwnedFd) -> Result<(i32, OwnedFd), Error> {
         let body = postcard::to_allocvec(req).map_err(|e| Error::Helper(e.to_string()))?;
         let fds = [guest.as_raw_fd()];
         self.sock
             .async_io(Interest::WRITABLE, |fd| {
                 let cmsg = [ControlMessage::ScmRights(&fds)];
-                sendmsg::<()>(
-                    fd.as_raw_fd(),
-                    &[IoSlice::new(&body)],
-                    &cmsg,
-                    MsgFlags::empty(),
-                    None,
-                )
-                .map_err(std::io::Error::from)
+                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], &cmsg, MsgFlags::empty(), None)
+                    .map_err(std::io::Error::from)
             })
             .await
             .map_err(|e| Error::Helper(format!("sending to zygote: {e}")))?;
         let mut buf = [0u8; 4096];
         let (len, pidfd) = self
             .sock
-            .async_io(Interest::READABLE, |fd| {
-                recv_reply(fd.as_raw_fd(), &mut buf)
-            })
+            .async_io(Interest::READABLE, |fd| recv_reply(fd.as_raw_fd(), &mut buf))
             .await
             .map_err(|e| Error::Helper(format!("reading from zygote: {e}")))?;
         if len == 0 {
             return Err(Error::Helper("the zygote exited".into()));
         }
-        let reply: SpawnReply =
-            postcard::from_bytes(&buf[..len]).map_err(|e| Error::Helper(e.to_string()))?;
+        let reply: SpawnReply = postcard::from_bytes(&buf[..len]).map_err(|e| Error::Helper(e.to_string()))?;
         match (reply, pidfd) {
             (SpawnReply::Ok { pid }, Some(pidfd)) => Ok((pid, pidfd)),
-            (SpawnReply::Ok { .. }, None) => {
-                Err(Error::Helper("zygote reply without pidfd".into()))
-            }
+            (SpawnReply::Ok { .. }, None) => Err(Error::Helper("zygote reply without pidfd".into())),
             (SpawnReply::Err { message }, _) => Err(Error::Setup(message)),
         }
     }

@@ -15,8 +15,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
-use super::seccomp::{self, Filters};
-use super::setup;
+use super::seccomp::{self, Filter};
+use super::{netns, setup};
 use super::{SpawnReply, SpawnRequest};
 
 const REQUEST_FD: RawFd = 3;
@@ -37,13 +37,15 @@ fn serve() -> Result<(), String> {
     // Sandboxes are reaped by the kernel; the host watches them through pidfds.
     // SAFETY: installing SIG_IGN runs no code in signal context.
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) }.map_err(|e| e.to_string())?;
-    let filters = seccomp::compile().map_err(|e| format!("compiling seccomp filter: {e}"))?;
+    let filter = seccomp::compile().map_err(|e| format!("compiling seccomp filter: {e}"))?;
     let mut buf = vec![0u8; 64 << 10];
+    let pool = netns::Pool::start()?;
     loop {
         let Some((req, guest)) = receive(&mut buf)? else {
             return Ok(());
         };
-        let (reply, pidfd) = match spawn(&req, guest, &filters) {
+        let net = pool.take()?;
+        let (reply, pidfd) = match spawn(&req, guest, net, &filter) {
             Ok((pid, pidfd)) => (SpawnReply::Ok { pid }, Some(pidfd)),
             Err(message) => (SpawnReply::Err { message }, None),
         };
@@ -56,12 +58,7 @@ fn receive(buf: &mut [u8]) -> Result<Option<(SpawnRequest, OwnedFd)>, String> {
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let (len, fds) = loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(
-            REQUEST_FD,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        match recvmsg::<()>(REQUEST_FD, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => {
                 let fds: Vec<RawFd> = msg
                     .cmsgs()
@@ -82,12 +79,8 @@ fn receive(buf: &mut [u8]) -> Result<Option<(SpawnRequest, OwnedFd)>, String> {
         return Ok(None);
     }
     // SAFETY: the descriptors were just received and are owned by nobody else.
-    let mut owned: Vec<OwnedFd> = fds
-        .into_iter()
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect();
-    let req: SpawnRequest =
-        postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad request: {e}"))?;
+    let mut owned: Vec<OwnedFd> = fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    let req: SpawnRequest = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad request: {e}"))?;
     let guest = owned.pop().ok_or("request without a guest socket")?;
     Ok(Some((req, guest)))
 }
@@ -98,22 +91,18 @@ fn respond(reply: &SpawnReply, pidfd: Option<OwnedFd>) -> Result<(), String> {
     let fds: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsgs = [ControlMessage::ScmRights(&fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
-    sendmsg::<()>(REQUEST_FD, &iov, cmsgs, MsgFlags::empty(), None)
-        .map_err(|e| format!("replying: {e}"))?;
+    sendmsg::<()>(REQUEST_FD, &iov, cmsgs, MsgFlags::empty(), None).map_err(|e| format!("replying: {e}"))?;
     Ok(())
 }
 
 /// The user namespace is not among them: the child builds its mounts as the
-/// host's root first and enters a user namespace of its own afterwards.
-const CLONE_FLAGS: i32 = libc::CLONE_NEWPID
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_PIDFD;
+/// host's root first and enters a user namespace of its own afterwards. The
+/// network namespace comes ready-made from [`netns`].
+const CLONE_FLAGS: i32 =
+    libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD;
 
 /// Clones the sandbox's PID 1, puts it in its cgroups and lets it go.
-fn spawn(req: &SpawnRequest, guest: OwnedFd, filters: &Filters) -> Result<(i32, OwnedFd), String> {
+fn spawn(req: &SpawnRequest, guest: OwnedFd, net: OwnedFd, filter: &Filter) -> Result<(i32, OwnedFd), String> {
     let (go_r, go_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let mut pidfd: RawFd = -1;
     // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a
@@ -134,24 +123,17 @@ fn spawn(req: &SpawnRequest, guest: OwnedFd, filters: &Filters) -> Result<(i32, 
     }
     if pid == 0 {
         drop(go_w);
-        setup::child_main(req, guest, go_r, filters);
+        setup::child_main(req, guest, net, go_r, filter);
     }
     drop(go_r);
     drop(guest);
+    drop(net);
     // SAFETY: the kernel just created this pidfd for us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let pid = pid as i32;
     if let Err(e) = prepare_child(pid, req) {
         // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                0usize,
-                0u32,
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32) };
         return Err(e);
     }
     nix::unistd::write(&go_w, b"g").map_err(|e| format!("releasing sandbox: {e}"))?;
@@ -160,8 +142,7 @@ fn spawn(req: &SpawnRequest, guest: OwnedFd, filters: &Filters) -> Result<(i32, 
 
 fn prepare_child(pid: i32, req: &SpawnRequest) -> Result<(), String> {
     for procs in &req.cgroup_procs {
-        std::fs::write(procs, pid.to_string())
-            .map_err(|e| format!("joining cgroup {procs}: {e}"))?;
+        std::fs::write(procs, pid.to_string()).map_err(|e| format!("joining cgroup {procs}: {e}"))?;
     }
     Ok(())
 }

@@ -18,8 +18,7 @@ user:x:1000:
 nogroup:x:65534:
 ";
 const HOSTS: &str = "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
-const RESOLV: &str =
-    "# The sandbox has no network of its own; names resolve through the egress proxy.\n";
+const RESOLV: &str = "# The sandbox has no network of its own; names resolve through the egress proxy.\n";
 const NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n";
 const PROFILE: &str = r#"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ -n "$BASH_VERSION" ] && [ -f /etc/bash.bashrc ]; then . /etc/bash.bashrc; fi
@@ -52,21 +51,9 @@ const SYSTEM_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 /// read-only (always `/usr`, plus `/bin`, `/lib`… on hosts without merged /usr).
 pub fn assemble(rootfs: &Path) -> Result<Vec<String>, Error> {
     let mut binds = vec!["/usr".to_owned()];
-    for dir in [
-        "usr",
-        "home",
-        "etc",
-        "proc",
-        "dev",
-        "run",
-        "mnt",
-        "opt",
-        "srv",
-        "var",
-        "var/lib",
-        "var/cache",
-        "workspace",
-    ] {
+    for dir in
+        ["usr", "home", "etc", "proc", "dev", "run", "mnt", "opt", "srv", "var", "var/lib", "var/cache", "workspace"]
+    {
         mkdir(&rootfs.join(dir), 0o755)?;
     }
     mkdir(&rootfs.join("root"), 0o700)?;

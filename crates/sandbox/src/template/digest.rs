@@ -17,10 +17,8 @@ pub fn tree_digest(root: &Path) -> Result<String, Error> {
 }
 
 fn walk(root: &Path, dir: &Path, h: &mut Sha256) -> Result<(), Error> {
-    let mut entries: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::io(dir, e))?;
+    let mut entries: Vec<_> =
+        fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.collect::<Result<_, _>>().map_err(|e| Error::io(dir, e))?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let path = entry.path();

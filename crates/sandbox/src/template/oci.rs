@@ -18,8 +18,5 @@ pub struct Progress {
 /// Unpacks the image at `src` into the empty directory `dst`.
 pub fn unpack(src: &Path, dst: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), Error> {
     let _ = (dst, progress);
-    Err(Error::Template(format!(
-        "{}: OCI import is not implemented yet",
-        src.display()
-    )))
+    Err(Error::Template(format!("{}: OCI import is not implemented yet", src.display())))
 }

@@ -46,9 +46,7 @@ pub struct Templates {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn du(path: &Path) -> u64 {
@@ -86,19 +84,12 @@ impl Templates {
         let link = self.root.join("names").join(name);
         let digest = match fs::read_to_string(&link) {
             Ok(d) => d.trim().to_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::TemplateNotFound(name.to_owned()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::TemplateNotFound(name.to_owned())),
             Err(e) => return Err(Error::io(&link, e)),
         };
         let dir = self.object(&digest);
         let manifest: Manifest = read_manifest(&dir)?;
-        Ok(Template {
-            name: name.to_owned(),
-            digest,
-            rootfs: dir.join("rootfs"),
-            binds: manifest.binds,
-        })
+        Ok(Template { name: name.to_owned(), digest, rootfs: dir.join("rootfs"), binds: manifest.binds })
     }
 
     fn build_base(&self) -> Result<Template, Error> {
@@ -111,10 +102,7 @@ impl Templates {
     pub fn import_dir(&self, src: &Path, name: &str) -> Result<Template, Error> {
         validate_template_name(name)?;
         if !src.is_dir() {
-            return Err(Error::Template(format!(
-                "{} is not a directory",
-                src.display()
-            )));
+            return Err(Error::Template(format!("{} is not a directory", src.display())));
         }
         let staging = self.stage()?;
         fs::remove_dir(staging.join("rootfs")).map_err(|e| Error::io(&staging, e))?;
@@ -122,12 +110,7 @@ impl Templates {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        self.commit(
-            &staging,
-            name,
-            Vec::new(),
-            &format!("dir:{}", src.display()),
-        )
+        self.commit(&staging, name, Vec::new(), &format!("dir:{}", src.display()))
     }
 
     /// Imports an OCI image archive or layout, or a `docker save` archive.
@@ -143,31 +126,17 @@ impl Templates {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        self.commit(
-            &staging,
-            name,
-            Vec::new(),
-            &format!("oci:{}", src.display()),
-        )
+        self.commit(&staging, name, Vec::new(), &format!("oci:{}", src.display()))
     }
 
     fn stage(&self) -> Result<PathBuf, Error> {
-        let dir = self
-            .root
-            .join("staging")
-            .join(format!("{}-{}", std::process::id(), now_nanos()));
+        let dir = self.root.join("staging").join(format!("{}-{}", std::process::id(), now_nanos()));
         fs::create_dir_all(dir.join("rootfs")).map_err(|e| Error::io(&dir, e))?;
         Ok(dir)
     }
 
     /// Moves a staged root into the object store under its digest and names it.
-    fn commit(
-        &self,
-        staging: &Path,
-        name: &str,
-        binds: Vec<String>,
-        source: &str,
-    ) -> Result<Template, Error> {
+    fn commit(&self, staging: &Path, name: &str, binds: Vec<String>, source: &str) -> Result<Template, Error> {
         let result = self.commit_inner(staging, name, binds, source);
         if staging.exists() {
             let _ = fs::remove_dir_all(staging);
@@ -175,19 +144,11 @@ impl Templates {
         result
     }
 
-    fn commit_inner(
-        &self,
-        staging: &Path,
-        name: &str,
-        binds: Vec<String>,
-        source: &str,
-    ) -> Result<Template, Error> {
+    fn commit_inner(&self, staging: &Path, name: &str, binds: Vec<String>, source: &str) -> Result<Template, Error> {
         let rootfs = staging.join("rootfs");
         let mut digest = tree_digest(&rootfs)?;
         if !binds.is_empty() {
-            digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
-                "{digest}{binds:?}"
-            )));
+            digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("{digest}{binds:?}")));
         }
         let manifest = Manifest {
             digest: digest.clone(),
@@ -196,8 +157,7 @@ impl Templates {
             created: now(),
             size_bytes: du(&rootfs),
         };
-        let body =
-            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Template(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Template(e.to_string()))?;
         fs::write(staging.join("manifest.json"), body).map_err(|e| Error::io(staging, e))?;
         let dst = self.object(&digest);
         if !dst.exists() {
@@ -207,21 +167,13 @@ impl Templates {
         let tmp = self.root.join("names").join(format!(".{name}.tmp"));
         fs::write(&tmp, &digest).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
-        Ok(Template {
-            name: name.to_owned(),
-            digest,
-            rootfs: dst.join("rootfs"),
-            binds,
-        })
+        Ok(Template { name: name.to_owned(), digest, rootfs: dst.join("rootfs"), binds })
     }
 
     pub fn list(&self) -> Result<Vec<TemplateInfo>, Error> {
         let names = self.root.join("names");
         let mut out = Vec::new();
-        for entry in fs::read_dir(&names)
-            .map_err(|e| Error::io(&names, e))?
-            .flatten()
-        {
+        for entry in fs::read_dir(&names).map_err(|e| Error::io(&names, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
@@ -262,7 +214,5 @@ fn read_manifest(dir: &Path) -> Result<Manifest, Error> {
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }

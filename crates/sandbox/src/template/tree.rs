@@ -24,13 +24,11 @@ fn copy_entry(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<(), Error> 
             let m = fs::symlink_metadata(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
             copy_entry(&entry.path(), &dst.join(entry.file_name()), &m)?;
         }
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(|e| Error::io(dst, e))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| Error::io(dst, e))?;
     } else if ft.is_file() {
         fs::copy(src, dst).map_err(|e| Error::io(src, e))?;
     } else {
         return Ok(());
     }
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
-        .map_err(|e| Error::io(dst, e))
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(|e| Error::io(dst, e))
 }
