@@ -271,6 +271,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> i32 {
         // The guest ignores SIGPIPE; commands must not inherit that.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::setsid();
+        let oom = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if oom >= 0 {
+            libc::write(oom, b"0".as_ptr() as *const libc::c_void, 1);
+            libc::close(oom);
+        }
         for (target, fd) in job.stdio.iter().enumerate() {
             if libc::dup2(*fd, target as RawFd) < 0 {
                 return fail(job, 126, b"cannot set up stdio");

@@ -58,25 +58,26 @@ impl Cgroups {
     }
 
     fn init(&self) -> Result<(), Error> {
+        let parents = self.parents();
+        parents.iter().try_for_each(|p| mkdir(p))?;
         match self.layout {
-            Layout::Unified => {
-                let parent = Path::new(ROOT).join(&self.group);
-                mkdir(&parent)?;
-                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")
-            }
-            Layout::Legacy => V1_CONTROLLERS.iter().try_for_each(|c| mkdir(&Path::new(ROOT).join(c).join(&self.group))),
+            Layout::Unified => write(&parents[0].join("cgroup.subtree_control"), "+memory +pids +cpu"),
+            Layout::Legacy => Ok(()),
+        }
+    }
+
+    /// This node's group, one directory per hierarchy.
+    fn parents(&self) -> Vec<PathBuf> {
+        match self.layout {
+            Layout::Unified => vec![Path::new(ROOT).join(&self.group)],
+            Layout::Legacy => V1_CONTROLLERS.iter().map(|c| Path::new(ROOT).join(c).join(&self.group)).collect(),
         }
     }
 
     /// Every directory of slot `slot`, one per hierarchy.
     pub fn slot_dirs(&self, slot: u32) -> Vec<PathBuf> {
         let name = format!("s{slot}");
-        match self.layout {
-            Layout::Unified => vec![Path::new(ROOT).join(&self.group).join(name)],
-            Layout::Legacy => {
-                V1_CONTROLLERS.iter().map(|c| Path::new(ROOT).join(c).join(&self.group).join(&name)).collect()
-            }
-        }
+        self.parents().into_iter().map(|p| p.join(&name)).collect()
     }
 
     /// Creates slot `slot` if needed, applies `limits` and returns the
@@ -118,11 +119,33 @@ impl Cgroups {
     }
 
     /// Processes still in slot `slot` (must be none after a sandbox is gone).
+    /// Every hierarchy holds the same processes; the first one is read.
     pub fn procs(&self, slot: u32) -> Vec<i32> {
-        self.slot_dirs(slot)
+        let dirs = self.slot_dirs(slot);
+        let body = fs::read_to_string(dirs[0].join("cgroup.procs")).unwrap_or_default();
+        body.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
+    /// Removes every slot directory of this node's group and the group
+    /// itself; fails if any still holds a process. For tests and uninstall:
+    /// a running node keeps its slot directories for reuse.
+    pub fn remove_group(&self) -> Result<(), Error> {
+        for parent in self.parents() {
+            let Ok(entries) = fs::read_dir(&parent) else { continue };
+            for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                fs::remove_dir(e.path()).map_err(|err| Error::Cgroup(format!("removing {}: {err}", e.path().display())))?;
+            }
+            fs::remove_dir(&parent).map_err(|err| Error::Cgroup(format!("removing {}: {err}", parent.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Every slot directory that exists now, one entry per hierarchy.
+    pub fn existing_slot_dirs(&self) -> Vec<PathBuf> {
+        self.parents()
             .iter()
-            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
-            .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
+            .filter_map(|p| fs::read_dir(p).ok())
+            .flat_map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()))
             .collect()
     }
 

@@ -160,8 +160,11 @@ impl Templates {
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Template(e.to_string()))?;
         fs::write(staging.join("manifest.json"), body).map_err(|e| Error::io(staging, e))?;
         let dst = self.object(&digest);
-        if !dst.exists() {
-            fs::rename(staging, &dst).map_err(|e| Error::io(&dst, e))?;
+        // Another process may commit the same content at the same time; either copy is the template.
+        if let Err(e) = fs::rename(staging, &dst) {
+            if !dst.join("manifest.json").exists() {
+                return Err(Error::io(&dst, e));
+            }
         }
         let link = self.root.join("names").join(name);
         let tmp = self.root.join("names").join(format!(".{name}.tmp"));

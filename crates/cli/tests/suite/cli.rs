@@ -1,0 +1,76 @@
+//! The `reins run` command as a user sees it.
+
+use std::process::{Command, Output};
+
+use super::{data_dir, reins_bin};
+
+fn reins(args: &[&str]) -> Output {
+    let data = data_dir();
+    Command::new(reins_bin()).arg("--data-dir").arg(&data).args(args).output().expect("reins runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_streams_output_and_returns_the_exit_code() {
+    let o = reins(&["run", "--", "echo", "hello"]);
+    assert_eq!((o.status.code(), o.stdout.as_slice()), (Some(0), b"hello\n".as_slice()));
+    let o = reins(&["run", "--", "bash", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!((o.stdout.as_slice(), o.stderr.as_slice()), (b"out\n".as_slice(), b"err\n".as_slice()));
+    assert_eq!(reins(&["run", "--", "no-such-command"]).status.code(), Some(127));
+    assert_eq!(reins(&["run", "--", "bash", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    assert_eq!(reins(&["run", "--timeout", "300ms", "--", "sleep", "10"]).status.code(), Some(124));
+}
+
+#[test]
+fn run_options_apply() {
+    let o = reins(&["run", "--env", "A=1", "-e", "B=two", "--workdir", "/tmp", "--memory", "256M", "--cpus", "0.5", "--pids", "100", "--", "bash", "-c", "echo $A $B $(pwd)"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1 two /tmp\n", "{}", stderr(&o));
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("f"), "vol").expect("write");
+    let v = format!("{}:/mnt/v:ro", dir.path().display());
+    let o = reins(&["run", "--volume", &v, "--", "cat", "/mnt/v/f"]);
+    assert_eq!(o.stdout, b"vol");
+    let o = Command::new(reins_bin())
+        .args(["--data-dir", &data_dir().to_string_lossy(), "run", "-i", "--", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"shout")?;
+            c.wait_with_output()
+        })
+        .expect("run -i");
+    assert_eq!(o.stdout, b"SHOUT");
+}
+
+#[test]
+fn bad_input_names_the_problem_and_exits_non_zero() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--template", "nope", "--", "true"], "template `nope` not found"),
+        (&["run", "--memory", "0", "--", "true"], "memory limit 0 bytes is too small"),
+        (&["run", "--memory", "lots", "--", "true"], "write a size such as 512M"),
+        (&["run", "--cpus", "-1", "--", "true"], "invalid cpu count `-1`"),
+        (&["run", "--disk", "12Q", "--", "true"], "unknown unit"),
+        (&["run", "--volume", "/no/such/dir:/x", "--", "true"], "volume source /no/such/dir does not exist"),
+        (&["run", "--volume", "relative:/x", "--", "true"], "invalid volume"),
+        (&["run", "--env", "1X=y", "--", "true"], "invalid environment variable"),
+        (&["run"], "required"),
+    ];
+    for (args, want) in cases {
+        let o = reins(args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn template_ls_lists_base() {
+    let o = reins(&["template", "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(list.as_array().expect("array").iter().any(|t| t["name"] == "base"), "{list}");
+}

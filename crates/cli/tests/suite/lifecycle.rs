@@ -1,0 +1,103 @@
+//! Pause and resume, timeouts, destroy, and death with the supervisor.
+
+use std::time::Duration;
+
+use reins_sandbox::{Error, ExecEvent, ExecRequest};
+use reins_types::SandboxSpec;
+
+use super::{host_processes_with, reins_bin, sh, text, TestRuntime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_freezes_every_process_and_resume_thaws() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let mut exec = sb.exec(ExecRequest::new(["bash", "-c", "while true; do echo tick; sleep 0.02; done"])).await.expect("exec");
+    assert!(matches!(exec.next().await.expect("event"), Some(ExecEvent::Stdout(_))));
+    sb.pause().expect("pause");
+    // Drain what was in flight, then nothing may arrive while frozen.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), exec.next()).await.map(|r| r.ok().flatten()) {}
+    let frozen = tokio::time::timeout(Duration::from_millis(500), exec.next()).await;
+    assert!(frozen.is_err(), "output while paused: {frozen:?}");
+    sb.resume().expect("resume");
+    let ev = tokio::time::timeout(Duration::from_secs(5), exec.next()).await.expect("output after resume");
+    assert!(matches!(ev, Ok(Some(ExecEvent::Stdout(_)))), "{ev:?}");
+    drop(exec);
+    sb.destroy().await;
+    t.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_sandbox() {
+    let t = TestRuntime::new();
+    let spec = SandboxSpec { timeout: Some(Duration::from_millis(500)), ..SandboxSpec::default() };
+    let sb = t.create(spec).await;
+    let exec = sb.exec(ExecRequest::new(["sleep", "30"])).await.expect("exec");
+    let err = exec.output().await.expect_err("killed");
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(sb.timed_out());
+    assert!(matches!(sb.exec(ExecRequest::new(["true"])).await, Err(Error::Timeout)));
+    sb.destroy().await;
+    t.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_removes_every_process() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let marker = "reins-destroy-marker";
+    let out = sh(&sb, &format!("(exec -a {marker} sleep 1000) & (exec -a {marker} sleep 1000) & echo started")).await;
+    assert_eq!(text(&out.stdout), "started\n");
+    assert_eq!(host_processes_with(&marker).len(), 2);
+    let slot = sb.slot().expect("slot");
+    sb.destroy().await;
+    assert!(host_processes_with(&marker).is_empty());
+    assert!(t.rt.cgroups().procs(slot).is_empty());
+    t.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_sandbox_kills_it() {
+    let t = TestRuntime::new();
+    let marker = "reins-drop-marker";
+    {
+        let sb = t.sandbox().await;
+        sh(&sb, &format!("(exec -a {marker} sleep 1000) & true")).await;
+        assert_eq!(host_processes_with(&marker).len(), 1);
+    }
+    for _ in 0..100 {
+        if host_processes_with(&marker).is_empty() && t.rt.dying() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(host_processes_with(&marker).is_empty());
+    assert_eq!(t.rt.dying(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_dies_with_its_supervisor() {
+    // Unique per run, and built at run time inside, so that no host command
+    // line contains the marker itself.
+    let id = format!("{}{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let marker = format!("reins-orphan-{id}");
+    let mut child = tokio::process::Command::new(reins_bin())
+        .args(["--data-dir", &super::data_dir().to_string_lossy(), "run", "--env", &format!("ID={id}"), "--", "bash", "-c"])
+        .arg("(exec -a reins-orphan-$ID sleep 1000) & echo up; wait")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("reins run");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut buf = [0u8; 3];
+    tokio::io::AsyncReadExt::read_exact(&mut out, &mut buf).await.expect("up");
+    assert_eq!(host_processes_with(&marker).len(), 1);
+    child.kill().await.expect("kill -9 the supervisor");
+    for _ in 0..250 {
+        if host_processes_with(&marker).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(host_processes_with(&marker).is_empty(), "sandbox outlived its supervisor");
+}

@@ -1,0 +1,63 @@
+//! Resource abuse stays inside the sandbox.
+
+use reins_sandbox::ExitStatus;
+
+use super::{sh, spec_with, text, TestRuntime};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_hits_the_pids_limit_only() {
+    let t = TestRuntime::new();
+    let bomb = t.create(spec_with(|l| l.pids = 64)).await;
+    let neighbour = t.sandbox().await;
+    let slot = bomb.slot().expect("slot");
+    let exec = bomb
+        .exec(reins_sandbox::ExecRequest::new(["python3", "-c", "
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60); os._exit(0)
+        n += 1
+except OSError as e:
+    print('refused after', n, e.strerror, flush=True)
+"]))
+        .await
+        .expect("exec");
+    let out = exec.output().await.expect("output");
+    let s = text(&out.stdout);
+    assert!(s.contains("Resource temporarily unavailable"), "{s} / {}", text(&out.stderr));
+    assert!(t.rt.cgroups().procs(slot).len() <= 64);
+    // The neighbour and the host keep working.
+    assert_eq!(text(&sh(&neighbour, "echo fine").await.stdout), "fine\n");
+    assert!(std::process::Command::new("true").status().expect("host fork").success());
+    bomb.destroy().await;
+    neighbour.destroy().await;
+    t.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_past_the_limit_is_oom_killed_inside() {
+    let t = TestRuntime::new();
+    let sb = t.create(spec_with(|l| l.memory_bytes = 64 << 20)).await;
+    let out = sh(&sb, "python3 -c 'b = bytearray(256 << 20); print(len(b))'").await;
+    assert!(matches!(out.status, ExitStatus::Code(137) | ExitStatus::Signal(9)), "{:?}", out.status);
+    // The sandbox itself survives and still answers.
+    assert_eq!(text(&sh(&sb, "echo alive").await.stdout), "alive\n");
+    sb.destroy().await;
+    t.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_the_disk_gives_enospc_inside() {
+    let t = TestRuntime::new();
+    let sb = t.create(spec_with(|l| l.disk_bytes = 16 << 20)).await;
+    let out = sh(&sb, "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>&1; echo rc=$?").await;
+    let s = text(&out.stdout);
+    assert!(s.contains("No space left on device"), "{s}");
+    assert!(s.contains("rc=1"), "{s}");
+    // Deleting frees it again.
+    assert_eq!(text(&sh(&sb, "rm /tmp/fill && echo x > /tmp/small && cat /tmp/small").await.stdout), "x\n");
+    sb.destroy().await;
+    t.assert_clean();
+}
