@@ -58,6 +58,8 @@ fn main() -> ExitCode {
             Command::Bench(b) => bench::run(&data_dir?, b).await,
         }
     });
+    // A blocking read of stdin may still be pending; do not wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
