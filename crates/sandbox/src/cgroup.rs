@@ -133,7 +133,8 @@ impl Cgroups {
         for parent in self.parents() {
             let Ok(entries) = fs::read_dir(&parent) else { continue };
             for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-                fs::remove_dir(e.path()).map_err(|err| Error::Cgroup(format!("removing {}: {err}", e.path().display())))?;
+                fs::remove_dir(e.path())
+                    .map_err(|err| Error::Cgroup(format!("removing {}: {err}", e.path().display())))?;
             }
             fs::remove_dir(&parent).map_err(|err| Error::Cgroup(format!("removing {}: {err}", parent.display())))?;
         }

@@ -27,7 +27,25 @@ fn run_streams_output_and_returns_the_exit_code() {
 
 #[test]
 fn run_options_apply() {
-    let o = reins(&["run", "--env", "A=1", "-e", "B=two", "--workdir", "/tmp", "--memory", "256M", "--cpus", "0.5", "--pids", "100", "--", "bash", "-c", "echo $A $B $(pwd)"]);
+    let o = reins(&[
+        "run",
+        "--env",
+        "A=1",
+        "-e",
+        "B=two",
+        "--workdir",
+        "/tmp",
+        "--memory",
+        "256M",
+        "--cpus",
+        "0.5",
+        "--pids",
+        "100",
+        "--",
+        "bash",
+        "-c",
+        "echo $A $B $(pwd)",
+    ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "1 two /tmp\n", "{}", stderr(&o));
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("f"), "vol").expect("write");

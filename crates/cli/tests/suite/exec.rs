@@ -130,7 +130,11 @@ async fn environment_workdir_and_users() {
 async fn base_template_has_bash_coreutils_python_and_git() {
     let t = TestRuntime::new();
     let sb = t.sandbox().await;
-    let out = sh(&sb, "python3 -c 'print(6*7)' && git --version >/dev/null && ls / >/dev/null && cd && git init -q r && echo ok").await;
+    let out = sh(
+        &sb,
+        "python3 -c 'print(6*7)' && git --version >/dev/null && ls / >/dev/null && cd && git init -q r && echo ok",
+    )
+    .await;
     assert_eq!(text(&out.stdout), "42\nok\n", "stderr: {}", text(&out.stderr));
     sb.destroy().await;
 }

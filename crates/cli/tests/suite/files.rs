@@ -20,7 +20,8 @@ async fn write_read_stat_list_rename_remove() {
     // Commands see what the API wrote.
     assert_eq!(text(&sh(&sb, "cat /home/user/a/b.txt").await.stdout), "hello world");
     sb.mkdir(User::User, "/home/user/a/c/d", true).await.expect("mkdir -p");
-    let names: Vec<String> = sb.list(User::User, "/home/user/a", 2).await.expect("list").into_iter().map(|e| e.path).collect();
+    let names: Vec<String> =
+        sb.list(User::User, "/home/user/a", 2).await.expect("list").into_iter().map(|e| e.path).collect();
     assert_eq!(names, ["/home/user/a/b.txt", "/home/user/a/c", "/home/user/a/c/d"]);
     sb.rename(User::User, "/home/user/a/b.txt", "/home/user/a/c/e.txt").await.expect("rename");
     assert_eq!(sb.stat(User::User, "/home/user/a/c/e.txt").await.expect("stat").size, 11);
@@ -56,7 +57,8 @@ async fn watch_reports_changes() {
     sh(&sb, "echo x > /home/user/w/new.txt; echo y > /home/user/w/sub/deep.txt; rm /home/user/w/new.txt").await;
     let mut seen = Vec::new();
     while !seen.iter().any(|(k, p): &(WatchKind, String)| *k == WatchKind::Remove && p.ends_with("new.txt")) {
-        let ev = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("event in time").expect("event");
+        let ev =
+            tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("event in time").expect("event");
         seen.push((ev.kind, ev.path));
     }
     assert!(seen.contains(&(WatchKind::Create, "/home/user/w/new.txt".into())), "{seen:?}");

@@ -11,12 +11,15 @@ use super::{host_processes_with, reins_bin, sh, text, TestRuntime};
 async fn pause_freezes_every_process_and_resume_thaws() {
     let t = TestRuntime::new();
     let sb = t.sandbox().await;
-    let mut exec = sb.exec(ExecRequest::new(["bash", "-c", "while true; do echo tick; sleep 0.02; done"])).await.expect("exec");
+    let mut exec =
+        sb.exec(ExecRequest::new(["bash", "-c", "while true; do echo tick; sleep 0.02; done"])).await.expect("exec");
     assert!(matches!(exec.next().await.expect("event"), Some(ExecEvent::Stdout(_))));
     sb.pause().expect("pause");
     // Drain what was in flight, then nothing may arrive while frozen.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), exec.next()).await.map(|r| r.ok().flatten()) {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), exec.next()).await.map(|r| r.ok().flatten())
+    {
+    }
     let frozen = tokio::time::timeout(Duration::from_millis(500), exec.next()).await;
     assert!(frozen.is_err(), "output while paused: {frozen:?}");
     sb.resume().expect("resume");
@@ -48,10 +51,10 @@ async fn destroy_removes_every_process() {
     let marker = "reins-destroy-marker";
     let out = sh(&sb, &format!("(exec -a {marker} sleep 1000) & (exec -a {marker} sleep 1000) & echo started")).await;
     assert_eq!(text(&out.stdout), "started\n");
-    assert_eq!(host_processes_with(&marker).len(), 2);
+    assert_eq!(host_processes_with(marker).len(), 2);
     let slot = sb.slot().expect("slot");
     sb.destroy().await;
-    assert!(host_processes_with(&marker).is_empty());
+    assert!(host_processes_with(marker).is_empty());
     assert!(t.rt.cgroups().procs(slot).is_empty());
     t.assert_clean();
 }
@@ -63,15 +66,15 @@ async fn dropping_a_sandbox_kills_it() {
     {
         let sb = t.sandbox().await;
         sh(&sb, &format!("(exec -a {marker} sleep 1000) & true")).await;
-        assert_eq!(host_processes_with(&marker).len(), 1);
+        assert_eq!(host_processes_with(marker).len(), 1);
     }
     for _ in 0..100 {
-        if host_processes_with(&marker).is_empty() && t.rt.dying() == 0 {
+        if host_processes_with(marker).is_empty() && t.rt.dying() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(host_processes_with(&marker).is_empty());
+    assert!(host_processes_with(marker).is_empty());
     assert_eq!(t.rt.dying(), 0);
 }
 
@@ -79,10 +82,23 @@ async fn dropping_a_sandbox_kills_it() {
 async fn sandbox_dies_with_its_supervisor() {
     // Unique per run, and built at run time inside, so that no host command
     // line contains the marker itself.
-    let id = format!("{}{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let id = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
     let marker = format!("reins-orphan-{id}");
     let mut child = tokio::process::Command::new(reins_bin())
-        .args(["--data-dir", &super::data_dir().to_string_lossy(), "run", "--env", &format!("ID={id}"), "--", "bash", "-c"])
+        .args([
+            "--data-dir",
+            &super::data_dir().to_string_lossy(),
+            "run",
+            "--env",
+            &format!("ID={id}"),
+            "--",
+            "bash",
+            "-c",
+        ])
         .arg("(exec -a reins-orphan-$ID sleep 1000) & echo up; wait")
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())

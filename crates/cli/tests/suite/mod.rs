@@ -7,6 +7,7 @@ mod files;
 mod lifecycle;
 mod resources;
 mod security;
+mod templates;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -11,7 +11,10 @@ async fn fork_bomb_hits_the_pids_limit_only() {
     let neighbour = t.sandbox().await;
     let slot = bomb.slot().expect("slot");
     let exec = bomb
-        .exec(reins_sandbox::ExecRequest::new(["python3", "-c", "
+        .exec(reins_sandbox::ExecRequest::new([
+            "python3",
+            "-c",
+            "
 import os, time
 n = 0
 try:
@@ -21,7 +24,8 @@ try:
         n += 1
 except OSError as e:
     print('refused after', n, e.strerror, flush=True)
-"]))
+",
+        ]))
         .await
         .expect("exec");
     let out = exec.output().await.expect("output");

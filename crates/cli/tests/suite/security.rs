@@ -28,7 +28,8 @@ async fn host_files_are_invisible() {
     let sb = t.sandbox().await;
     let checkout = env!("CARGO_MANIFEST_DIR");
     let data = data_dir();
-    for path in [checkout, &data.to_string_lossy(), "/root/.bash_history", "/etc/shadow", &t.run_dir.to_string_lossy()] {
+    for path in [checkout, &data.to_string_lossy(), "/root/.bash_history", "/etc/shadow", &t.run_dir.to_string_lossy()]
+    {
         let out = sh_as(&sb, User::Root, &format!("cat '{path}' 2>&1 || ls '{path}' 2>&1")).await;
         assert!(text(&out.stdout).contains("No such file or directory"), "{path}: {}", text(&out.stdout));
     }
@@ -42,7 +43,8 @@ async fn another_sandbox_is_invisible() {
     let b = t.sandbox().await;
     sh(&a, "echo secret > /tmp/a-secret; (exec -a a-secret-proc sleep 100) & true").await;
     let a_pid = a.host_pid();
-    let script = format!("cat /tmp/a-secret 2>&1; ls /proc/{a_pid}/root 2>&1; pgrep -f a-secret-pro[c] || echo no-such-process");
+    let script =
+        format!("cat /tmp/a-secret 2>&1; ls /proc/{a_pid}/root 2>&1; pgrep -f a-secret-pro[c] || echo no-such-process");
     let out = sh_as(&b, User::Root, &script).await;
     let s = text(&out.stdout);
     assert!(s.contains("/tmp/a-secret: No such file or directory"), "{s}");
@@ -56,7 +58,8 @@ async fn another_sandbox_is_invisible() {
 async fn template_and_host_directories_are_read_only() {
     let t = TestRuntime::new();
     let sb = t.sandbox().await;
-    let out = sh_as(&sb, User::Root, "{ touch /usr/bin/evil; echo x >> /etc/passwd; rm /bin/ls; } 2>&1; echo done").await;
+    let out =
+        sh_as(&sb, User::Root, "{ touch /usr/bin/evil; echo x >> /etc/passwd; rm /bin/ls; } 2>&1; echo done").await;
     let s = text(&out.stdout);
     assert!(s.contains("/usr/bin/evil': Read-only file system"), "{s}");
     assert!(s.contains("/etc/passwd: Permission denied"), "{s}");
@@ -106,7 +109,12 @@ async fn no_capabilities_and_no_escalation_through_setuid() {
     let t = TestRuntime::new();
     let sb = t.sandbox().await;
     for user in [User::User, User::Root] {
-        let out = sh_as(&sb, user, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status").await;
+        let out = sh_as(
+            &sb,
+            user,
+            "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status",
+        )
+        .await;
         let s = text(&out.stdout);
         assert_eq!(s.matches("0000000000000000").count(), 5, "{user:?}: {s}");
         assert!(s.contains("NoNewPrivs:\t1"), "{s}");
@@ -114,7 +122,8 @@ async fn no_capabilities_and_no_escalation_through_setuid() {
     // A setuid-root copy planted by the sandbox's root does not make `user` root.
     let out = sh_as(&sb, User::Root, "cp /usr/bin/id /tmp/suid-id && chmod 4755 /tmp/suid-id && echo planted").await;
     assert_eq!(text(&out.stdout), "planted\n", "{}", text(&out.stderr));
-    let out = sh(&sb, "ls -l /tmp/suid-id | cut -c1-10; /tmp/suid-id -u; su -c id root </dev/null 2>&1; echo rc=$?").await;
+    let out =
+        sh(&sb, "ls -l /tmp/suid-id | cut -c1-10; /tmp/suid-id -u; su -c id root </dev/null 2>&1; echo rc=$?").await;
     let s = text(&out.stdout);
     assert!(s.starts_with("-rwsr-xr-x\n1000\n"), "{s}");
     assert!(!s.contains("uid=0"), "{s}");
