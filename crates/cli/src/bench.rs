@@ -45,6 +45,8 @@ pub struct SandboxBench {
 #[derive(Debug, Serialize)]
 struct Report {
     cold_start_ms: Summary,
+    /// The part of the cold start until the sandbox is ready for commands.
+    create_ms: Summary,
     bwrap_cold_start_ms: Option<Summary>,
     bwrap_ratio: Option<f64>,
     churn_per_min: f64,
@@ -66,11 +68,14 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         cold_start(&rt, &spec).await?;
     }
     progress(args.json, &format!("cold start: {} runs", args.runs));
-    let mut ms = Vec::with_capacity(args.runs);
+    let (mut ms, mut create_ms) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
     for _ in 0..args.runs {
-        ms.push(cold_start(&rt, &spec).await?);
+        let (total, create) = cold_start(&rt, &spec).await?;
+        ms.push(total);
+        create_ms.push(create);
     }
     let cold = Summary::of(ms);
+    let create = Summary::of(create_ms);
     progress(args.json, "bubblewrap cold start");
     let bwrap = bwrap_cold(args.runs).await?;
     progress(args.json, &format!("churn: {workers} workers for {}s", args.churn_secs));
@@ -84,6 +89,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     };
     let report = Report {
         cold_start_ms: cold,
+        create_ms: create,
         bwrap_ratio: bwrap.map(|b| b.p50 / cold.p50),
         bwrap_cold_start_ms: bwrap,
         churn_per_min,
@@ -103,10 +109,12 @@ fn progress(json: bool, msg: &str) {
     }
 }
 
-/// Create → exec `echo` → first stdout byte, in ms; the sandbox is destroyed untimed.
-async fn cold_start(rt: &Runtime, spec: &SandboxSpec) -> Result<f64> {
+/// Create → exec `echo` → first stdout byte, and create alone, in ms; the
+/// sandbox is destroyed untimed.
+async fn cold_start(rt: &Runtime, spec: &SandboxSpec) -> Result<(f64, f64)> {
     let t0 = Instant::now();
     let sb = rt.create(spec).await?;
+    let created = t0.elapsed().as_secs_f64() * 1000.0;
     let mut exec = sb.exec(ExecRequest::new(["echo", "hi"])).await?;
     let ms = loop {
         match exec.next().await? {
@@ -118,7 +126,7 @@ async fn cold_start(rt: &Runtime, spec: &SandboxSpec) -> Result<f64> {
     };
     drop(exec);
     sb.destroy().await;
-    Ok(ms)
+    Ok((ms, created))
 }
 
 /// The same measurement with bubblewrap, or `None` when `bwrap` is not installed.
@@ -232,6 +240,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
     let row = |name: &str, s: &Summary| println!("{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}", s.p50, s.p90, s.p99, s.n);
     println!("{:<28} {:>8} {:>8} {:>8} {:>6}", "latency (ms)", "p50", "p90", "p99", "n");
     row("reins cold start", &r.cold_start_ms);
+    row("  of which create", &r.create_ms);
     if let Some(b) = &r.bwrap_cold_start_ms {
         row("bwrap cold start", b);
     }

@@ -133,6 +133,7 @@ impl Runtime {
             id_base: slot.id_base(),
             cgroup_procs,
             mount_dir: self.inner.mount_dir.to_string_lossy().into_owned(),
+            skeleton: self.inner.opts.run_dir.join("skel").join(format!("s{}", slot.index)).to_string_lossy().into_owned(),
         };
         self.spawn(spec, &req, slot).await
     }

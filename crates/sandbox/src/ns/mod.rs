@@ -47,6 +47,8 @@ pub struct SpawnRequest {
     pub cgroup_procs: Vec<String>,
     /// Empty directory where the sandbox mounts its root, in its own mount namespace.
     pub mount_dir: String,
+    /// The slot's skeleton layer (built on first use, then reused).
+    pub skeleton: String,
 }
 
 /// The zygote's answer; with `Ok`, a pidfd of the sandbox's PID 1 travels along.

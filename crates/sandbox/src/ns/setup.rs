@@ -30,11 +30,11 @@ use super::{Bind, SpawnRequest};
 
 /// The device nodes of every sandbox's `/dev`: (name, major, minor).
 ///
-/// They are created with `mknod` in the writable layer, whose tmpfs is
-/// mounted without `nodev` (cheaper than six bind mounts). That is safe
-/// because nothing else can put a device node there: the sandbox's root lives
-/// in a user namespace where `mknod` of devices is refused, and templates
-/// never contain device nodes (imports drop them).
+/// They are created with `mknod` in the slot's skeleton layer, and the
+/// overlay is mounted without `nodev` (cheaper than six bind mounts). That
+/// is safe because nothing else can put a device node in any layer: the
+/// sandbox's root lives in a user namespace where `mknod` of devices is
+/// refused, and templates never contain device nodes (imports drop them).
 pub const DEVICES: &[(&str, u64, u64)] =
     &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
@@ -94,17 +94,20 @@ fn prepare(req: &SpawnRequest, net: OwnedFd, go: OwnedFd, filter: &Filter) -> Re
     // The zygote ignores SIGCHLD; the guest must see its children exit.
     // SAFETY: restoring the default disposition runs no code in signal context.
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.map_err(|e| e.to_string())?;
+    nix::sched::setns(&net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining netns: {e}"))?;
+    drop(net);
+    nix::unistd::sethostname("sandbox").map_err(|e| format!("hostname: {e}"))?;
+    build_root(req)?;
+    // The zygote moves this process into the slot's cgroups meanwhile (on
+    // cgroup v1 a move can wait for an RCU grace period); no command runs
+    // before that is done, and the cgroup namespace is rooted there.
     let mut byte = [0u8; 1];
     match nix::unistd::read(go.as_raw_fd(), &mut byte) {
         Ok(1) => {}
         _ => return Err("the zygote did not release the sandbox".into()),
     }
     drop(go);
-    nix::sched::setns(&net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining netns: {e}"))?;
-    drop(net);
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
-    nix::unistd::sethostname("sandbox").map_err(|e| format!("hostname: {e}"))?;
-    build_root(req)?;
     enter_user_namespace(req.id_base)?;
     // SAFETY: plain prctl calls with integer arguments.
     unsafe {
@@ -221,8 +224,17 @@ fn build_root(req: &SpawnRequest) -> Result<(), String> {
     for d in [&upper, &work, &root] {
         mkdir(d, 0o755)?;
     }
-    skeleton(&upper, &req.binds, req.id_base)?;
-    let opts = format!("lowerdir={},upperdir={},workdir={}", req.rootfs, upper.display(), work.display());
+    // The writable layer's root is the overlay's root: owned by root inside.
+    let id = Some(req.id_base);
+    chown(&upper, id.map(Uid::from_raw), id.map(Gid::from_raw)).map_err(|e| format!("chown upper: {e}"))?;
+    let skel = Path::new(&req.skeleton);
+    ensure_skeleton(skel, req.id_base)?;
+    for b in &req.binds {
+        let rel = b.target.trim_start_matches('/');
+        fs::create_dir_all(upper.join(rel)).map_err(|e| format!("creating mount point {}: {e}", b.target))?;
+    }
+    let opts =
+        format!("lowerdir={}:{},upperdir={},workdir={}", skel.display(), req.rootfs, upper.display(), work.display());
     m(Some("overlay"), &root, Some("overlay"), MsFlags::MS_NOSUID, Some(&opts))?;
     let pts = "newinstance,ptmxmode=0666,mode=0620";
     m(Some("devpts"), &root.join("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts))?;
@@ -234,12 +246,29 @@ fn build_root(req: &SpawnRequest) -> Result<(), String> {
     enter(&root)
 }
 
-/// Mount points, device nodes and the `user` account's home, made in the
-/// writable layer so that any template works, however little it contains.
-/// Owners are host ids of the slot's range: `id_base` is root inside,
-/// `id_base + 1000` is `user`.
-fn skeleton(upper: &Path, binds: &[Bind], id_base: u32) -> Result<(), String> {
-    let dev = upper.join("dev");
+
+/// The slot's skeleton: a small read-only layer on top of the template with
+/// the mount points, device nodes, `/tmp`, `/root` and the `user` account's
+/// home, so that any template works however little it contains. Owners are
+/// host ids of the slot's range (`id_base` is root inside, `id_base + 1000`
+/// is `user`), so the skeleton is per slot; it is built once and reused by
+/// every sandbox of the slot (the slot lock makes this process its only user).
+fn ensure_skeleton(skel: &Path, id_base: u32) -> Result<(), String> {
+    // Beside the skeleton, not in it: holds the id base it was built for.
+    let marker = skel.with_extension("done");
+    if fs::read_to_string(&marker).is_ok_and(|s| s == id_base.to_string()) {
+        return Ok(());
+    }
+    if skel.exists() {
+        fs::remove_dir_all(skel).map_err(|e| format!("removing stale skeleton: {e}"))?;
+    }
+    fs::create_dir_all(skel).map_err(|e| format!("creating {}: {e}", skel.display()))?;
+    build_skeleton(skel, id_base)?;
+    fs::write(&marker, id_base.to_string()).map_err(|e| format!("finishing skeleton: {e}"))
+}
+
+fn build_skeleton(skel: &Path, id_base: u32) -> Result<(), String> {
+    let dev = skel.join("dev");
     mkdir(&dev, 0o755)?;
     for (name, major, minor) in DEVICES {
         let path = dev.join(name);
@@ -259,26 +288,22 @@ fn skeleton(upper: &Path, binds: &[Bind], id_base: u32) -> Result<(), String> {
     for (link, target) in links {
         symlink(target, dev.join(link)).map_err(|e| format!("creating /dev/{link}: {e}"))?;
     }
-    mkdir(&upper.join("proc"), 0o555)?;
-    mkdir(&upper.join("tmp"), 0o1777)?;
-    mkdir(&upper.join("home"), 0o755)?;
-    mkdir(&upper.join("root"), 0o700)?;
-    let home = upper.join("home/user");
+    mkdir(&skel.join("proc"), 0o555)?;
+    mkdir(&skel.join("tmp"), 0o1777)?;
+    mkdir(&skel.join("home"), 0o755)?;
+    mkdir(&skel.join("root"), 0o700)?;
+    let home = skel.join("home/user");
     mkdir(&home, 0o750)?;
     let owned = [
-        (upper.to_path_buf(), id_base),
-        (upper.join("tmp"), id_base),
-        (upper.join("root"), id_base),
+        (skel.to_path_buf(), id_base),
+        (skel.join("tmp"), id_base),
+        (skel.join("root"), id_base),
         (dev.join("shm"), id_base),
         (home, id_base + USER_ID),
     ];
     for (dir, id) in owned {
         chown(&dir, Some(Uid::from_raw(id)), Some(Gid::from_raw(id)))
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-    }
-    for b in binds {
-        let rel = b.target.trim_start_matches('/');
-        fs::create_dir_all(upper.join(rel)).map_err(|e| format!("creating mount point {}: {e}", b.target))?;
     }
     Ok(())
 }
