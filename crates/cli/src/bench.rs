@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use reins_sandbox::{ExecEvent, ExecRequest, Runtime};
+use reins_sandbox::{ExecEvent, ExecRequest, Runtime, RuntimeOptions};
 use reins_types::SandboxSpec;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -60,7 +60,7 @@ struct Report {
 pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let BenchCmd::Sandbox(args) = cmd;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let rt = config::runtime(data_dir, workers)?;
+    let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
     let spec = SandboxSpec::default();
     rt.templates().resolve(&spec.template)?;
     progress(args.json, "warming up");

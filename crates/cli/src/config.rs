@@ -17,10 +17,12 @@ pub fn data_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/reins"))
 }
 
-/// Starts a local sandbox runtime with `zygotes` helpers.
-pub fn runtime(data_dir: &std::path::Path, zygotes: usize) -> Result<Runtime> {
+/// Starts a local sandbox runtime with `zygotes` helpers and `embryos`
+/// sandboxes prepared ahead (`REINS_EMBRYOS` overrides it).
+pub fn runtime(data_dir: &std::path::Path, zygotes: usize, embryos: usize) -> Result<Runtime> {
     let mut opts = RuntimeOptions::new(data_dir.to_path_buf())?;
     opts.zygotes = zygotes;
+    opts.embryos = std::env::var("REINS_EMBRYOS").ok().and_then(|v| v.parse().ok()).unwrap_or(embryos);
     Runtime::start(opts).with_context(|| {
         format!("starting the sandbox runtime in {} (Reins needs root, or the privileges to create user namespaces and cgroups)", data_dir.display())
     })

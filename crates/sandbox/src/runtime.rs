@@ -3,16 +3,19 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use reins_types::SandboxSpec;
+use reins_types::{Limits, SandboxSpec};
+use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::cgroup::Cgroups;
 use crate::ns::client::Zygote;
-use crate::ns::{Bind, SpawnRequest};
+use crate::ns::{Bind, SpawnRequest, ZygoteRequest};
 use crate::sandbox::{Pidfd, Sandbox};
 use crate::slots::{Slot, Slots};
 use crate::template::Templates;
@@ -35,9 +38,15 @@ pub struct RuntimeOptions {
     pub cgroup: String,
     /// How long a sandbox may take to set itself up.
     pub start_timeout: Duration,
+    /// Children kept cloned, in their cgroups and parked, so that a create
+    /// skips the costliest steps (0 turns this off). Each holds a slot.
+    pub embryos: usize,
 }
 
 impl RuntimeOptions {
+    /// Sandboxes prepared ahead by default.
+    pub const DEFAULT_EMBRYOS: usize = 4;
+
     pub fn new(data_dir: PathBuf) -> Result<Self, Error> {
         let helper = std::env::current_exe().map_err(|e| Error::Helper(format!("locating own binary: {e}")))?;
         Ok(Self {
@@ -47,6 +56,7 @@ impl RuntimeOptions {
             zygotes: 1,
             cgroup: "reins".into(),
             start_timeout: Duration::from_secs(10),
+            embryos: Self::DEFAULT_EMBRYOS,
         })
     }
 }
@@ -62,6 +72,31 @@ pub(crate) struct Inner {
     mount_dir: PathBuf,
     /// Sandboxes dropped without `destroy`: killed, their slots released once they are gone.
     graveyard: Mutex<Vec<(Pidfd, Slot)>>,
+    /// Parked children, ready to become sandboxes.
+    embryos: Mutex<Vec<Embryo>>,
+    /// How many to keep parked (starts at `opts.embryos`).
+    embryo_target: AtomicUsize,
+    /// Wakes the task that keeps `embryos` full.
+    refill: Arc<Notify>,
+    refill_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Why starting a parked child failed.
+enum Hatch {
+    /// The child was gone before it got its sandbox; a fresh one may be started.
+    Lost(Error),
+    /// The sandbox itself failed (as a fresh one would).
+    Failed(Error),
+}
+
+/// A parked child: cloned into fresh namespaces, in its slot's cgroups,
+/// waiting in zygote `zygote` for its sandbox. It has run no foreign code.
+#[derive(Debug)]
+struct Embryo {
+    slot: Slot,
+    pid: i32,
+    pidfd: OwnedFd,
+    zygote: usize,
 }
 
 /// Creates sandboxes; cheap to clone.
@@ -83,7 +118,8 @@ impl Runtime {
         let zygotes = (0..opts.zygotes.max(1))
             .map(|_| Zygote::start(&opts.helper).map(tokio::sync::Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let inner = Inner {
+        let opts_embryos = opts.embryos;
+        let inner = Arc::new(Inner {
             opts,
             zygotes,
             next_zygote: AtomicUsize::new(0),
@@ -92,8 +128,19 @@ impl Runtime {
             templates,
             mount_dir,
             graveyard: Mutex::new(Vec::new()),
-        };
-        Ok(Self { inner: Arc::new(inner) })
+            embryos: Mutex::new(Vec::new()),
+            embryo_target: AtomicUsize::new(opts_embryos),
+            refill: Arc::new(Notify::new()),
+            refill_task: Mutex::new(None),
+        });
+        if inner.opts.embryos > 0 {
+            let task = tokio::spawn(keep_embryos(Arc::downgrade(&inner), Arc::clone(&inner.refill)));
+            if let Ok(mut t) = inner.refill_task.lock() {
+                *t = Some(task);
+            }
+            inner.refill.notify_one();
+        }
+        Ok(Self { inner })
     }
 
     pub fn templates(&self) -> &Templates {
@@ -118,6 +165,29 @@ impl Runtime {
             binds.push(Bind { host, target: v.sandbox.to_string_lossy().into_owned(), read_only: v.read_only });
         }
         self.inner.bury();
+        let rootfs = template.rootfs.to_string_lossy().into_owned();
+        let request = |slot: &Slot, cgroup_procs: Vec<String>| SpawnRequest {
+            rootfs: rootfs.clone(),
+            binds: binds.clone(),
+            disk_bytes: spec.limits.disk_bytes,
+            id_base: slot.id_base(),
+            cgroup_procs,
+            mount_dir: self.inner.mount_dir.to_string_lossy().into_owned(),
+            skeleton: self.inner.skeleton(slot).to_string_lossy().into_owned(),
+        };
+        if let Some(embryo) = self.inner.take_embryo() {
+            if let Err(e) = self.inner.cgroups.prepare(embryo.slot.index, &spec.limits) {
+                self.inner.discard(embryo).await;
+                return Err(e);
+            }
+            let req = request(&embryo.slot, Vec::new());
+            match self.hatch(spec, &req, embryo).await {
+                // The parked child was gone: start a fresh one instead.
+                Err(Hatch::Lost(e)) => tracing::warn!(error = %e, "a parked sandbox was lost"),
+                Err(Hatch::Failed(e)) => return Err(e),
+                Ok(sb) => return Ok(sb),
+            }
+        }
         let slot = self.inner.slots.acquire()?;
         let cgroup_procs = match self.inner.cgroups.prepare(slot.index, &spec.limits) {
             Ok(p) => p,
@@ -126,16 +196,30 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let req = SpawnRequest {
-            rootfs: template.rootfs.to_string_lossy().into_owned(),
-            binds,
-            disk_bytes: spec.limits.disk_bytes,
-            id_base: slot.id_base(),
-            cgroup_procs,
-            mount_dir: self.inner.mount_dir.to_string_lossy().into_owned(),
-            skeleton: self.inner.opts.run_dir.join("skel").join(format!("s{}", slot.index)).to_string_lossy().into_owned(),
-        };
+        let req = request(&slot, cgroup_procs);
         self.spawn(spec, &req, slot).await
+    }
+
+    /// Starts a parked child as the sandbox `req`.
+    async fn hatch(&self, spec: &SandboxSpec, req: &SpawnRequest, embryo: Embryo) -> Result<Sandbox, Hatch> {
+        let (host_end, guest_end) = match guest_socket() {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.inner.discard(embryo).await;
+                return Err(Hatch::Failed(e));
+            }
+        };
+        let hatched = {
+            let zygote = self.inner.zygotes[embryo.zygote].lock().await;
+            zygote.call(&ZygoteRequest::Hatch { pid: embryo.pid, req: req.clone() }, Some(&guest_end)).await
+        };
+        drop(guest_end);
+        if let Err(e) = hatched {
+            self.inner.discard(embryo).await;
+            return Err(Hatch::Lost(e));
+        }
+        let Embryo { slot, pid, pidfd, .. } = embryo;
+        Sandbox::attach(Arc::clone(&self.inner), spec, host_end, pid, pidfd, slot).await.map_err(Hatch::Failed)
     }
 
     async fn spawn(&self, spec: &SandboxSpec, req: &SpawnRequest, slot: Slot) -> Result<Sandbox, Error> {
@@ -147,19 +231,42 @@ impl Runtime {
             }
         };
         let spawned = {
-            let i = self.inner.next_zygote.fetch_add(1, Ordering::Relaxed) % self.inner.zygotes.len();
-            let zygote = self.inner.zygotes[i].lock().await;
-            zygote.spawn(req, &guest_end).await
+            let zygote = self.inner.zygotes[self.inner.pick_zygote()].lock().await;
+            zygote.call(&ZygoteRequest::Spawn { req: req.clone() }, Some(&guest_end)).await
         };
         drop(guest_end);
         let (pid, pidfd) = match spawned {
-            Ok(ok) => ok,
+            Ok((pid, Some(pidfd))) => (pid, pidfd),
+            Ok((_, None)) => {
+                self.inner.slots.release(slot);
+                return Err(Error::Helper("zygote reply without pidfd".into()));
+            }
             Err(e) => {
                 self.inner.slots.release(slot);
                 return Err(e);
             }
         };
         Sandbox::attach(Arc::clone(&self.inner), spec, host_end, pid, pidfd, slot).await
+    }
+
+    /// Stops keeping children parked, kills those there are and frees their
+    /// slots (for shutdown and tests).
+    pub async fn clear_embryos(&self) {
+        let taken: Vec<Embryo> = match self.inner.embryos.lock() {
+            Ok(mut parked) => {
+                self.inner.embryo_target.store(0, Ordering::SeqCst);
+                parked.drain(..).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for e in taken {
+            self.inner.discard(e).await;
+        }
+    }
+
+    /// Number of children parked and ready to become sandboxes.
+    pub fn parked(&self) -> usize {
+        self.inner.embryos.lock().map_or(0, |e| e.len())
     }
 
     /// Number of sandboxes dropped but not yet fully gone.
@@ -169,7 +276,96 @@ impl Runtime {
     }
 }
 
+/// Keeps the runtime's parked children at their target number. Ends with the runtime.
+async fn keep_embryos(inner: Weak<Inner>, refill: Arc<Notify>) {
+    loop {
+        let Some(strong) = inner.upgrade() else { return };
+        let target = strong.embryo_target.load(Ordering::SeqCst);
+        let missing = target.saturating_sub(strong.embryos.lock().map_or(0, |e| e.len()));
+        if missing == 0 {
+            // Wait without keeping the runtime alive.
+            drop(strong);
+            refill.notified().await;
+            continue;
+        }
+        if let Err(e) = strong.conceive().await {
+            tracing::warn!(error = %e, "could not prepare a sandbox ahead of time");
+            drop(strong);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 impl Inner {
+    pub fn pick_zygote(&self) -> usize {
+        self.next_zygote.fetch_add(1, Ordering::Relaxed) % self.zygotes.len()
+    }
+
+    pub fn skeleton(&self, slot: &Slot) -> PathBuf {
+        self.opts.run_dir.join("skel").join(format!("s{}", slot.index))
+    }
+
+    async fn conceive(&self) -> Result<(), Error> {
+        let slot = self.slots.acquire()?;
+        let cgroup_procs = match self.cgroups.prepare(slot.index, &Limits::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.slots.release(slot);
+                return Err(e);
+            }
+        };
+        let zygote = self.pick_zygote();
+        let conceived = self.zygotes[zygote].lock().await.call(&ZygoteRequest::Conceive { cgroup_procs }, None).await;
+        match conceived {
+            Ok((pid, Some(pidfd))) => {
+                let embryo = Embryo { slot, pid, pidfd, zygote };
+                // Checked under the lock `clear_embryos` also takes to lower the target.
+                let unwanted = {
+                    let mut parked = self.embryos.lock().map_err(|_| Error::Poisoned)?;
+                    if self.embryo_target.load(Ordering::SeqCst) == 0 {
+                        Some(embryo)
+                    } else {
+                        parked.push(embryo);
+                        None
+                    }
+                };
+                if let Some(embryo) = unwanted {
+                    self.discard(embryo).await;
+                }
+                Ok(())
+            }
+            Ok((_, None)) => {
+                self.slots.release(slot);
+                Err(Error::Helper("zygote reply without pidfd".into()))
+            }
+            Err(e) => {
+                self.slots.release(slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn take_embryo(&self) -> Option<Embryo> {
+        let embryo = self.embryos.lock().ok()?.pop();
+        self.refill.notify_one();
+        embryo
+    }
+
+    /// Kills a parked child, waits until it is gone and frees its slot.
+    async fn discard(&self, embryo: Embryo) {
+        // SAFETY: the AsyncFd takes ownership of the pidfd, which no one else closes.
+        match unsafe { AsyncFd::register(embryo.pidfd) } {
+            Ok(fd) => {
+                let pidfd = Pidfd::from(fd);
+                pidfd.kill();
+                pidfd.wait().await;
+                self.slots.release(embryo.slot);
+            }
+            // Cannot watch it: keep the slot out of use rather than reuse it early.
+            Err(_) => std::mem::forget(embryo.slot),
+        }
+    }
+
     /// Releases the slots of dropped sandboxes that have exited.
     pub fn bury(&self) {
         let Ok(mut graves) = self.graveyard.lock() else {
@@ -192,6 +388,16 @@ impl Inner {
 
     pub fn start_timeout(&self) -> Duration {
         self.opts.start_timeout
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(Some(task)) = self.refill_task.lock().map(|mut t| t.take()) {
+            task.abort();
+        }
+        // Parked children die with their zygote (closed with `zygotes`); their
+        // slot locks are released when the slot files close.
     }
 }
 

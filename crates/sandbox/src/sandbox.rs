@@ -20,6 +20,12 @@ use crate::Error;
 #[derive(Debug)]
 pub(crate) struct Pidfd(AsyncFd<OwnedFd>);
 
+impl From<AsyncFd<OwnedFd>> for Pidfd {
+    fn from(fd: AsyncFd<OwnedFd>) -> Self {
+        Self(fd)
+    }
+}
+
 impl Pidfd {
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.

@@ -93,7 +93,8 @@ impl RunArgs {
 pub async fn run(data_dir: &Path, args: RunArgs) -> Result<u8> {
     let spec = args.spec();
     spec.limits.validate()?;
-    let rt = config::runtime(data_dir, 1)?;
+    // One sandbox: nothing to prepare ahead.
+    let rt = config::runtime(data_dir, 1, 0)?;
     let sandbox = rt.create(&spec).await.context("creating the sandbox")?;
     let tty = args.tty && std::io::stdin().is_terminal();
     let pty = args.tty.then(|| terminal_size().unwrap_or((80, 24)));

@@ -14,7 +14,7 @@ async fn stdout_stderr_and_exit_code_are_kept_apart() {
     assert_eq!(text(&out.stderr), "err\n");
     assert_eq!(out.status, ExitStatus::Code(3));
     sb.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn base_template_has_bash_coreutils_python_and_git() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sandboxes_run_concurrently_from_one_process() {
-    let t = TestRuntime::new();
+    let t = TestRuntime::with_embryos(2);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40 {
         let rt = t.rt.clone();
@@ -156,5 +156,5 @@ async fn many_sandboxes_run_concurrently_from_one_process() {
         let (i, out) = r.expect("task");
         assert_eq!(out, format!("{i}\n"), "each sandbox sees only its own files");
     }
-    t.assert_clean();
+    t.assert_clean().await;
 }

@@ -27,7 +27,7 @@ async fn pause_freezes_every_process_and_resume_thaws() {
     assert!(matches!(ev, Ok(Some(ExecEvent::Stdout(_)))), "{ev:?}");
     drop(exec);
     sb.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +41,7 @@ async fn timeout_kills_the_sandbox() {
     assert!(sb.timed_out());
     assert!(matches!(sb.exec(ExecRequest::new(["true"])).await, Err(Error::Timeout)));
     sb.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +56,7 @@ async fn destroy_removes_every_process() {
     sb.destroy().await;
     assert!(host_processes_with(marker).is_empty());
     assert!(t.rt.cgroups().procs(slot).is_empty());
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,4 +116,29 @@ async fn sandbox_dies_with_its_supervisor() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(host_processes_with(&marker).is_empty(), "sandbox outlived its supervisor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_children_become_sandboxes_with_the_requested_limits() {
+    let t = TestRuntime::with_embryos(1);
+    for _ in 0..500 {
+        if t.rt.parked() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(t.rt.parked(), 1, "a child is parked ahead of time");
+    let spec = super::spec_with(|l| {
+        l.pids = 16;
+        l.memory_bytes = 96 << 20;
+    });
+    let sb = t.create(spec).await;
+    let slot = sb.slot().expect("slot");
+    let dirs = t.rt.cgroups().slot_dirs(slot);
+    let read = |f: &str| dirs.iter().find_map(|d| std::fs::read_to_string(d.join(f)).ok()).unwrap_or_default();
+    assert_eq!(read("pids.max").trim(), "16");
+    assert!(t.rt.cgroups().procs(slot).contains(&sb.host_pid()), "PID 1 is in the slot's cgroups");
+    assert_eq!(text(&sh(&sb, "echo hatched").await.stdout), "hatched\n");
+    sb.destroy().await;
+    t.assert_clean().await;
 }

@@ -36,13 +36,19 @@ pub struct TestRuntime {
 }
 
 impl TestRuntime {
+    /// A runtime that keeps no children parked (so every create is a full one).
     pub fn new() -> Self {
+        Self::with_embryos(0)
+    }
+
+    pub fn with_embryos(embryos: usize) -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("t{}-{n}", std::process::id());
         let mut opts = RuntimeOptions::new(data_dir()).expect("options");
         opts.helper = reins_bin();
         opts.cgroup = format!("reins-test-{tag}");
         opts.run_dir = PathBuf::from("/run/reins-test").join(&tag);
+        opts.embryos = embryos;
         let run_dir = opts.run_dir.clone();
         let rt = Runtime::start(opts).expect("runtime starts (tests need root)");
         Self { rt, run_dir }
@@ -57,8 +63,10 @@ impl TestRuntime {
     }
 
     /// Asserts that no sandbox of this runtime left anything: processes in
-    /// its cgroups, mounts on the host, files in its run directory.
-    pub fn assert_clean(&self) {
+    /// its cgroups, mounts on the host, files in its run directory. Parked
+    /// children are cleared first.
+    pub async fn assert_clean(&self) {
+        self.rt.clear_embryos().await;
         for dir in self.rt.cgroups().existing_slot_dirs() {
             let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             assert!(procs.trim().is_empty(), "processes left in {}: {procs}", dir.display());

@@ -37,7 +37,7 @@ except OSError as e:
     assert!(std::process::Command::new("true").status().expect("host fork").success());
     bomb.destroy().await;
     neighbour.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +49,7 @@ async fn memory_past_the_limit_is_oom_killed_inside() {
     // The sandbox itself survives and still answers.
     assert_eq!(text(&sh(&sb, "echo alive").await.stdout), "alive\n");
     sb.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,5 +63,5 @@ async fn filling_the_disk_gives_enospc_inside() {
     // Deleting frees it again.
     assert_eq!(text(&sh(&sb, "rm /tmp/fill && echo x > /tmp/small && cat /tmp/small").await.stdout), "x\n");
     sb.destroy().await;
-    t.assert_clean();
+    t.assert_clean().await;
 }

@@ -13,7 +13,7 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{SpawnReply, SpawnRequest, ZYGOTE_ARG};
+use super::{SpawnReply, ZygoteRequest, ZYGOTE_ARG};
 use crate::Error;
 
 /// One running zygote and the socket to it.
@@ -51,14 +51,16 @@ impl Zygote {
         Ok(Self { sock, child })
     }
 
-    /// Asks the zygote for one sandbox; returns its host pid and a pidfd.
-    pub async fn spawn(&self, req: &SpawnRequest, guest: &OwnedFd) -> Result<(i32, OwnedFd), Error> {
+    /// Sends one request (with the guest socket, if any) and waits for the
+    /// answer: the child's host pid, and a pidfd when a child was cloned.
+    pub async fn call(&self, req: &ZygoteRequest, guest: Option<&OwnedFd>) -> Result<(i32, Option<OwnedFd>), Error> {
         let body = postcard::to_allocvec(req).map_err(|e| Error::Helper(e.to_string()))?;
-        let fds = [guest.as_raw_fd()];
+        let fds: Vec<RawFd> = guest.iter().map(|g| g.as_raw_fd()).collect();
         self.sock
             .async_io(Interest::WRITABLE, |fd| {
                 let cmsg = [ControlMessage::ScmRights(&fds)];
-                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], &cmsg, MsgFlags::empty(), None)
+                let cmsg: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], cmsg, MsgFlags::empty(), None)
                     .map_err(std::io::Error::from)
             })
             .await
@@ -72,11 +74,9 @@ impl Zygote {
         if len == 0 {
             return Err(Error::Helper("the zygote exited".into()));
         }
-        let reply: SpawnReply = postcard::from_bytes(&buf[..len]).map_err(|e| Error::Helper(e.to_string()))?;
-        match (reply, pidfd) {
-            (SpawnReply::Ok { pid }, Some(pidfd)) => Ok((pid, pidfd)),
-            (SpawnReply::Ok { .. }, None) => Err(Error::Helper("zygote reply without pidfd".into())),
-            (SpawnReply::Err { message }, _) => Err(Error::Setup(message)),
+        match postcard::from_bytes(&buf[..len]).map_err(|e| Error::Helper(e.to_string()))? {
+            SpawnReply::Ok { pid } => Ok((pid, pidfd)),
+            SpawnReply::Err { message } => Err(Error::Setup(message)),
         }
     }
 }

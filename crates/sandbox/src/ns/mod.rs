@@ -51,7 +51,22 @@ pub struct SpawnRequest {
     pub skeleton: String,
 }
 
-/// The zygote's answer; with `Ok`, a pidfd of the sandbox's PID 1 travels along.
+/// What the host asks a zygote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZygoteRequest {
+    /// Clone a sandbox PID 1, move it into its slot's cgroups and park it
+    /// until [`ZygoteRequest::Hatch`]: the costly steps (namespaces, and on
+    /// cgroup v1 a move that can wait for an RCU grace period) happen before
+    /// any request needs them. The child has run no foreign code yet.
+    Conceive { cgroup_procs: Vec<String> },
+    /// Hand a parked child its sandbox; the guest socket travels along.
+    Hatch { pid: i32, req: SpawnRequest },
+    /// Clone a sandbox and start it at once; the guest socket travels along.
+    Spawn { req: SpawnRequest },
+}
+
+/// The zygote's answer; with `Ok` for `Conceive` and `Spawn`, a pidfd of the
+/// sandbox's PID 1 travels along.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpawnReply {
     Ok { pid: i32 },

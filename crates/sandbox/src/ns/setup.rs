@@ -13,13 +13,15 @@
 //! exits; the kernel then removes every mount it made with its namespace.
 
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
 
@@ -43,9 +45,16 @@ pub const USER_ID: u32 = 1000;
 
 const GUEST_FD: i32 = 3;
 
-/// The cloned child's whole life: wait for the go, set up, become the guest.
-pub fn child_main(req: &SpawnRequest, guest: OwnedFd, net: OwnedFd, go: OwnedFd, filter: &Filter) -> ! {
-    let result = prepare(req, net, go, filter);
+/// The cloned child's whole life: receive its sandbox, set up, become the
+/// guest. A parked child gets its `cgroups` up front and joins them while it
+/// waits; otherwise it joins those of its request while its mounts are built.
+pub fn child_main(ctl: OwnedFd, net: OwnedFd, filter: &Filter, cgroups: Option<Vec<String>>) -> ! {
+    let parked = cgroups.is_some();
+    let early = early(net).and_then(|()| cgroups.map_or(Ok(()), |c| join_cgroups(&c)));
+    // Without a guest socket there is no one to tell: the host sees the socket close.
+    let Ok((req, guest)) = early.and_then(|()| receive(&ctl)) else { exit(1) };
+    drop(ctl);
+    let result = prepare(&req, parked, filter);
     // Whatever happened, the guest socket becomes fd 3, stdio goes to
     // /dev/null, and nothing else inherited from the zygote stays open.
     if nix::unistd::dup2(guest.as_raw_fd(), GUEST_FD).is_err() {
@@ -68,6 +77,49 @@ pub fn child_main(req: &SpawnRequest, guest: OwnedFd, net: OwnedFd, go: OwnedFd,
     exit(code)
 }
 
+/// Moves this process into the given cgroups (`cgroup.procs` files).
+fn join_cgroups(procs: &[String]) -> Result<(), String> {
+    procs.iter().try_for_each(|p| fs::write(p, "0").map_err(|e| format!("joining cgroup {p}: {e}")))
+}
+
+/// What a child does before it knows its sandbox.
+fn early(net: OwnedFd) -> Result<(), String> {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The zygote ignores SIGCHLD; the guest must see its children exit.
+    // SAFETY: restoring the default disposition runs no code in signal context.
+    unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.map_err(|e| e.to_string())?;
+    nix::sched::setns(&net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining netns: {e}"))?;
+    drop(net);
+    nix::unistd::sethostname("sandbox").map_err(|e| format!("hostname: {e}"))
+}
+
+/// Waits for the sandbox request and its guest socket.
+fn receive(ctl: &OwnedFd) -> Result<(SpawnRequest, OwnedFd), String> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = loop {
+        match recvmsg::<()>(ctl.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| format!("waiting for the sandbox: {e}"))?,
+        }
+    };
+    let mut guest = None;
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: just received; owned by nobody else.
+                guest.get_or_insert(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let len = msg.bytes;
+    let guest = guest.ok_or("no guest socket came with the sandbox")?;
+    let req = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad sandbox request: {e}"))?;
+    Ok((req, guest))
+}
+
 fn quiet_stdio() {
     // SAFETY: open and dup2 on descriptors this process owns.
     unsafe {
@@ -88,25 +140,14 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn prepare(req: &SpawnRequest, net: OwnedFd, go: OwnedFd, filter: &Filter) -> Result<(), String> {
-    // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    // The zygote ignores SIGCHLD; the guest must see its children exit.
-    // SAFETY: restoring the default disposition runs no code in signal context.
-    unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.map_err(|e| e.to_string())?;
-    nix::sched::setns(&net, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining netns: {e}"))?;
-    drop(net);
-    nix::unistd::sethostname("sandbox").map_err(|e| format!("hostname: {e}"))?;
-    build_root(req)?;
-    // The zygote moves this process into the slot's cgroups meanwhile (on
-    // cgroup v1 a move can wait for an RCU grace period); no command runs
-    // before that is done, and the cgroup namespace is rooted there.
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(go.as_raw_fd(), &mut byte) {
-        Ok(1) => {}
-        _ => return Err("the zygote did not release the sandbox".into()),
+fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<(), String> {
+    let root = build_root(req)?;
+    // No command runs before this process is in its slot's cgroups, and the
+    // cgroup namespace is rooted there. (Joined before leaving the host's tree.)
+    if !in_cgroups {
+        join_cgroups(&req.cgroup_procs)?;
     }
-    drop(go);
+    enter(&root)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
     enter_user_namespace(req.id_base)?;
     // SAFETY: plain prctl calls with integer arguments.
@@ -215,7 +256,8 @@ fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, dat
         .map_err(|e| format!("mounting {} on {}: {e}", src.unwrap_or("-"), target.display()))
 }
 
-fn build_root(req: &SpawnRequest) -> Result<(), String> {
+/// Mounts the sandbox's root; returns where it is (still in the host's tree).
+fn build_root(req: &SpawnRequest) -> Result<PathBuf, String> {
     let base = Path::new(&req.mount_dir);
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let opts = format!("size={},mode=0755", req.disk_bytes);
@@ -243,9 +285,8 @@ fn build_root(req: &SpawnRequest) -> Result<(), String> {
     for b in &req.binds {
         bind(b, &root)?;
     }
-    enter(&root)
+    Ok(root)
 }
-
 
 /// The slot's skeleton: a small read-only layer on top of the template with
 /// the mount points, device nodes, `/tmp`, `/root` and the `user` account's

@@ -7,17 +7,25 @@
 //! socket closes, so a crashed host takes every sandbox down with it.
 //! (The zygote itself uses no parent-death signal: that signal follows the
 //! parent *thread*, and the host's threads come and go.)
+//!
+//! Each child gets a control socket from the zygote on which its
+//! [`SpawnRequest`] and guest socket arrive. The child moves itself into its
+//! slot's cgroups (on cgroup v1 that can wait for an RCU grace period, so the
+//! zygote never does it). See [`ZygoteRequest`] for parked (conceived) children.
 
-use std::io::IoSliceMut;
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 
 use super::seccomp::{self, Filter};
 use super::{netns, setup};
-use super::{SpawnReply, SpawnRequest};
+use super::{SpawnReply, SpawnRequest, ZygoteRequest};
 
 const REQUEST_FD: RawFd = 3;
 
@@ -33,6 +41,13 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
+struct Zygote {
+    filter: Filter,
+    pool: netns::Pool,
+    /// Conceived children waiting for their sandbox, by pid: their control sockets.
+    parked: HashMap<i32, OwnedFd>,
+}
+
 fn serve() -> Result<(), String> {
     // Sandboxes are reaped by the kernel; the host watches them through pidfds.
     // SAFETY: installing SIG_IGN runs no code in signal context.
@@ -43,23 +58,84 @@ fn serve() -> Result<(), String> {
     // there the guest's small footprint keeps it from being chosen.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let filter = seccomp::compile().map_err(|e| format!("compiling seccomp filter: {e}"))?;
+    let mut z = Zygote { filter, pool: netns::Pool::start()?, parked: HashMap::new() };
     let mut buf = vec![0u8; 64 << 10];
-    let pool = netns::Pool::start()?;
     loop {
         let Some((req, guest)) = receive(&mut buf)? else {
             return Ok(());
         };
-        let net = pool.take()?;
-        let (reply, pidfd) = match spawn(&req, guest, net, &filter) {
-            Ok((pid, pidfd)) => (SpawnReply::Ok { pid }, Some(pidfd)),
+        let (reply, pidfd) = match z.handle(req, guest) {
+            Ok((pid, pidfd)) => (SpawnReply::Ok { pid }, pidfd),
             Err(message) => (SpawnReply::Err { message }, None),
         };
-        respond(&reply, pidfd)?;
+        if let Err(e) = respond(&reply, pidfd) {
+            // The host went away (it closes the socket however it ends): so do we.
+            return if e == Errno::EPIPE || e == Errno::ECONNRESET { Ok(()) } else { Err(format!("replying: {e}")) };
+        }
     }
 }
 
-/// Receives one request and the guest socket that travels with it.
-fn receive(buf: &mut [u8]) -> Result<Option<(SpawnRequest, OwnedFd)>, String> {
+impl Zygote {
+    fn handle(&mut self, req: ZygoteRequest, guest: Option<OwnedFd>) -> Result<(i32, Option<OwnedFd>), String> {
+        match req {
+            ZygoteRequest::Conceive { cgroup_procs } => {
+                let (pid, pidfd, ctl) = self.conceive(Some(cgroup_procs))?;
+                self.parked.insert(pid, ctl);
+                Ok((pid, Some(pidfd)))
+            }
+            ZygoteRequest::Hatch { pid, req } => {
+                let ctl = self.parked.remove(&pid).ok_or_else(|| format!("no parked sandbox {pid}"))?;
+                let guest = guest.ok_or("hatch without a guest socket")?;
+                send_request(&ctl, &req, &guest)?;
+                Ok((pid, None))
+            }
+            ZygoteRequest::Spawn { req } => {
+                let guest = guest.ok_or("spawn without a guest socket")?;
+                let (pid, pidfd, ctl) = self.conceive(None)?;
+                if let Err(e) = send_request(&ctl, &req, &guest) {
+                    kill(&pidfd);
+                    return Err(e);
+                }
+                Ok((pid, Some(pidfd)))
+            }
+        }
+    }
+
+    /// Clones a child into fresh namespaces; it waits on its control socket.
+    /// With `cgroups`, it moves into them before it waits.
+    fn conceive(&mut self, cgroups: Option<Vec<String>>) -> Result<(i32, OwnedFd, OwnedFd), String> {
+        let net = self.pool.take()?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("socketpair: {e}"))?;
+        let mut pidfd: RawFd = -1;
+        // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a
+        // copy of this single-threaded process and returns 0 here. CLONE_PIDFD
+        // stores the pidfd through the parent_tid pointer, valid for the call.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                &mut pidfd as *mut RawFd,
+                0usize,
+                0usize,
+            )
+        };
+        if pid < 0 {
+            return Err(format!("clone: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            drop(ours);
+            self.parked.clear();
+            setup::child_main(theirs, net, &self.filter, cgroups);
+        }
+        // SAFETY: the kernel just created this pidfd for us.
+        Ok((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }, ours))
+    }
+}
+
+/// Receives one request and the descriptor that may travel with it.
+fn receive(buf: &mut [u8]) -> Result<Option<(ZygoteRequest, Option<OwnedFd>)>, String> {
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
     let (len, fds) = loop {
         let mut iov = [IoSliceMut::new(buf)];
@@ -85,19 +161,26 @@ fn receive(buf: &mut [u8]) -> Result<Option<(SpawnRequest, OwnedFd)>, String> {
     }
     // SAFETY: the descriptors were just received and are owned by nobody else.
     let mut owned: Vec<OwnedFd> = fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
-    let req: SpawnRequest = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad request: {e}"))?;
-    let guest = owned.pop().ok_or("request without a guest socket")?;
-    Ok(Some((req, guest)))
+    let req: ZygoteRequest = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad request: {e}"))?;
+    Ok(Some((req, owned.pop())))
 }
 
-fn respond(reply: &SpawnReply, pidfd: Option<OwnedFd>) -> Result<(), String> {
-    let body = postcard::to_allocvec(reply).map_err(|e| e.to_string())?;
-    let iov = [std::io::IoSlice::new(&body)];
+fn respond(reply: &SpawnReply, pidfd: Option<OwnedFd>) -> nix::Result<()> {
+    let body = postcard::to_allocvec(reply).map_err(|_| Errno::EINVAL)?;
     let fds: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
-    let cmsgs = [ControlMessage::ScmRights(&fds)];
+    send_with_fds(REQUEST_FD, &body, &fds)
+}
+
+fn send_with_fds(sock: RawFd, body: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    let iov = [IoSlice::new(body)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
-    sendmsg::<()>(REQUEST_FD, &iov, cmsgs, MsgFlags::empty(), None).map_err(|e| format!("replying: {e}"))?;
-    Ok(())
+    sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None).map(drop)
+}
+
+fn send_request(ctl: &OwnedFd, req: &SpawnRequest, guest: &OwnedFd) -> Result<(), String> {
+    let body = postcard::to_allocvec(req).map_err(|e| e.to_string())?;
+    send_with_fds(ctl.as_raw_fd(), &body, &[guest.as_raw_fd()]).map_err(|e| format!("handing over the sandbox: {e}"))
 }
 
 /// The user namespace is not among them: the child builds its mounts as the
@@ -106,48 +189,7 @@ fn respond(reply: &SpawnReply, pidfd: Option<OwnedFd>) -> Result<(), String> {
 const CLONE_FLAGS: i32 =
     libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD;
 
-/// Clones the sandbox's PID 1, puts it in its cgroups and lets it go.
-fn spawn(req: &SpawnRequest, guest: OwnedFd, net: OwnedFd, filter: &Filter) -> Result<(i32, OwnedFd), String> {
-    let (go_r, go_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let mut pidfd: RawFd = -1;
-    // SAFETY: raw clone without CLONE_VM behaves like fork: the child gets a
-    // copy of this single-threaded process and returns 0 here. CLONE_PIDFD
-    // stores the pidfd through the parent_tid pointer, valid for the call.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (CLONE_FLAGS | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            &mut pidfd as *mut RawFd,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(format!("clone: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(go_w);
-        setup::child_main(req, guest, net, go_r, filter);
-    }
-    drop(go_r);
-    drop(guest);
-    drop(net);
-    // SAFETY: the kernel just created this pidfd for us.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let pid = pid as i32;
-    if let Err(e) = prepare_child(pid, req) {
-        // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32) };
-        return Err(e);
-    }
-    nix::unistd::write(&go_w, b"g").map_err(|e| format!("releasing sandbox: {e}"))?;
-    Ok((pid, pidfd))
-}
-
-fn prepare_child(pid: i32, req: &SpawnRequest) -> Result<(), String> {
-    for procs in &req.cgroup_procs {
-        std::fs::write(procs, pid.to_string()).map_err(|e| format!("joining cgroup {procs}: {e}"))?;
-    }
-    Ok(())
+fn kill(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32) };
 }
