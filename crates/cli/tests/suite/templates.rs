@@ -88,18 +88,28 @@ fn oci_archive(path: &Path, layers: &[Vec<u8>]) {
     blobs.push((digest(&config), config));
     blobs.push((digest(&manifest), manifest));
     let mut b = tar::Builder::new(std::fs::File::create(path).expect("archive"));
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data).expect("entry");
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
+    add_file(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add_file(&mut b, "index.json", &index);
     for (d, data) in &blobs {
-        add(&format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), data);
+        add_file(&mut b, &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")), data);
     }
     b.finish().expect("finish");
+}
+
+fn remove_template(name: &str) {
+    let status = Command::new(reins_bin())
+        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "rm", name])
+        .status()
+        .expect("reins template rm");
+    assert!(status.success(), "removing {name}");
+}
+
+/// Appends one regular file to an archive being built.
+fn add_file<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, name, data).expect("entry");
 }
 
 fn import(source: &Path, name: &str) -> std::process::Output {
@@ -150,13 +160,8 @@ async fn oci_archive_layers_and_whiteouts_apply() {
         String::from_utf8_lossy(&again.stdout).split_whitespace().nth(1),
         String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1)
     );
-    for n in [name.clone(), format!("{name}-2")] {
-        assert!(Command::new(reins_bin())
-            .args(["--data-dir", &data_dir().to_string_lossy(), "template", "rm", &n])
-            .status()
-            .expect("rm")
-            .success());
-    }
+    remove_template(&name);
+    remove_template(&format!("{name}-2"));
 }
 
 #[test]
@@ -165,14 +170,8 @@ fn docker_save_archive_imports() {
     let path = dir.path().join("docker.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&path).expect("archive"));
     let l = layer(&[Item::Dir("srv"), Item::File("srv/hello", "from docker")]);
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data).expect("entry");
-    };
-    add("abc/layer.tar", &l);
-    add("manifest.json", br#"[{"Config":"c.json","RepoTags":["x:latest"],"Layers":["abc/layer.tar"]}]"#);
+    add_file(&mut b, "abc/layer.tar", &l);
+    add_file(&mut b, "manifest.json", br#"[{"Config":"c.json","RepoTags":["x:latest"],"Layers":["abc/layer.tar"]}]"#);
     b.finish().expect("finish");
     drop(b);
     let name = format!("docker-test-{}", std::process::id());
@@ -181,11 +180,7 @@ fn docker_save_archive_imports() {
     let digest = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).expect("digest").to_owned();
     let file = data_dir().join("templates/objects").join(&digest).join("rootfs/srv/hello");
     assert_eq!(std::fs::read_to_string(file).expect("unpacked"), "from docker");
-    assert!(Command::new(reins_bin())
-        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "rm", &name])
-        .status()
-        .expect("rm")
-        .success());
+    remove_template(&name);
 }
 
 #[test]
