@@ -31,6 +31,11 @@ enum Command {
     /// Manage templates (root file systems of sandboxes).
     #[command(subcommand)]
     Template(cmd::template::TemplateCmd),
+    /// Remove what idle sandbox slots keep for reuse (cgroup directories, skeleton layers, locks).
+    Cleanup {
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the runtime.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(&data_dir?, args).await,
             Command::Template(t) => cmd::template::run(&data_dir?, t).await,
             Command::Bench(b) => bench::run(&data_dir?, b).await,
+            Command::Cleanup { json } => cmd::cleanup::run(&data_dir?, json),
         }
     });
     // A blocking read of stdin may still be pending; do not wait for it.

@@ -85,7 +85,11 @@ impl Cgroups {
     pub fn prepare(&self, slot: u32, limits: &Limits) -> Result<Vec<String>, Error> {
         let dirs = self.slot_dirs(slot);
         for d in &dirs {
-            mkdir(d)?;
+            if mkdir(d).is_err() {
+                // `reins cleanup` may have removed the group meanwhile: make it again.
+                self.init()?;
+                mkdir(d)?;
+            }
         }
         let quota = u64::from(limits.cpu.millicpus()) * CPU_PERIOD_US / 1000;
         match self.layout {
@@ -139,6 +143,16 @@ impl Cgroups {
             fs::remove_dir(&parent).map_err(|err| Error::Cgroup(format!("removing {}: {err}", parent.display())))?;
         }
         Ok(())
+    }
+
+    /// Removes slot `slot`'s directories; fails (and keeps them) if a process is still in one.
+    pub fn remove_slot(&self, slot: u32) -> Result<usize, Error> {
+        let mut removed = 0;
+        for d in self.slot_dirs(slot).into_iter().filter(|d| d.exists()) {
+            fs::remove_dir(&d).map_err(|e| Error::Cgroup(format!("removing {}: {e}", d.display())))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Every slot directory that exists now, one entry per hierarchy.

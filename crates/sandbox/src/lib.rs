@@ -25,7 +25,7 @@ pub use cgroup::{Cgroups, Layout};
 pub use error::Error;
 pub use exec::{Exec, ExecEvent, ExecRequest, Output, User};
 pub use reins_guest::proto::{EntryInfo, ExitStatus, FileKind, FsError, FsErrorKind, WatchKind};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{cleanup, Cleanup, Runtime, RuntimeOptions};
 pub use sandbox::{Sandbox, Watch, WatchEvent};
 
 /// Runs the helper role and exits if this process was started as a helper;

@@ -74,6 +74,17 @@ impl Slots {
             OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // `reins cleanup` may have removed the file between our open and our
+        // lock: a lock on an unlinked file guards nothing, so check it is still there.
+        let current = |f: &File| -> bool {
+            match (f.metadata(), fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => std::os::unix::fs::MetadataExt::ino(&a) == std::os::unix::fs::MetadataExt::ino(&b),
+                _ => false,
+            }
+        };
+        if rc == 0 && !current(&file) {
+            return self.try_lock(index);
+        }
         Ok((rc == 0).then_some(Slot { index, _lock: file }))
     }
 
@@ -86,5 +97,38 @@ impl Slots {
             // Lowest index at the end, so it is handed out first.
             free.sort_unstable_by(|a, b| b.cmp(a));
         }
+    }
+}
+
+/// Takes every slot of `dir` that no process holds, for clean-up: the caller
+/// removes what belongs to each slot, then drops it (the lock file is deleted).
+pub fn idle_slots(dir: &std::path::Path) -> Result<Vec<IdleSlot>, Error> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(out) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(index) = name.strip_suffix(".lock").and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let path = e.path();
+        let file = OpenOptions::new().write(true).open(&path).map_err(|err| Error::io(&path, err))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            out.push(IdleSlot { index, path, _lock: file });
+        }
+    }
+    out.sort_by_key(|s| s.index);
+    Ok(out)
+}
+
+/// A slot taken for clean-up; its lock file is removed on drop.
+#[derive(Debug)]
+pub struct IdleSlot {
+    pub index: u32,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }

@@ -92,3 +92,21 @@ fn template_ls_lists_base() {
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(list.as_array().expect("array").iter().any(|t| t["name"] == "base"), "{list}");
 }
+
+#[test]
+fn after_run_and_cleanup_nothing_is_left() {
+    // Uses the default run directory and cgroup group, as a user would.
+    assert_eq!(reins(&["run", "--", "true"]).status.code(), Some(0));
+    let o = reins(&["cleanup", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    if report["busy"] == 0 {
+        // Nothing else was running: the slot directories of the default group are gone.
+        for ctl in ["memory", "pids", "cpu", "freezer"] {
+            let dir = std::path::Path::new("/sys/fs/cgroup").join(ctl).join("reins");
+            let slots = std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0);
+            assert_eq!(slots, 0, "{}", dir.display());
+        }
+        assert!(!std::path::Path::new("/run/reins/skel/s0").exists());
+    }
+}
