@@ -110,3 +110,31 @@ fn after_run_and_cleanup_nothing_is_left() {
         assert!(!std::path::Path::new("/run/reins/skel/s0").exists());
     }
 }
+
+#[test]
+fn interactive_terminal_session() {
+    // `script` gives `reins run -it` a real terminal, as a user's shell would.
+    let cmd = format!(
+        "stty cols 91 rows 33; {} --data-dir {} run -it -- bash --norc -i",
+        reins_bin().display(),
+        data_dir().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stdin.write_all(b"stty size; echo in-$((6*7)); exit 5\r").expect("type");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().expect("session");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("33 91"), "the terminal size reached the sandbox: {s}");
+    assert!(s.contains("in-42"), "{s}");
+    assert_eq!(out.status.code(), Some(5), "{s}");
+}

@@ -158,3 +158,14 @@ async fn many_sandboxes_run_concurrently_from_one_process() {
     }
     t.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_1_reaps_orphans() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    // Orphans re-parent to PID 1 and exit there; none may stay a zombie.
+    sh(&sb, "for i in 1 2 3 4 5; do (sleep 0.05 &); done; sleep 0.3").await;
+    let out = sh(&sb, "ps -eo stat= | grep -c '^Z' || true").await;
+    assert_eq!(text(&out.stdout).trim(), "0");
+    sb.destroy().await;
+}

@@ -222,3 +222,20 @@ async fn volumes_are_bound_read_only_when_asked() {
     assert!(!host.path().join("new").exists());
     sb.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_hostname_cgroup_root_and_no_signals_out() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let me = std::process::id();
+    let out = sh_as(
+        &sb,
+        User::Root,
+        &format!("hostname; cat /proc/self/cgroup | cut -d: -f3 | sort -u; kill -0 {me} 2>&1; echo rc=$?"),
+    )
+    .await;
+    let s = text(&out.stdout);
+    assert!(s.starts_with("sandbox\n/\n"), "{s}");
+    assert!(s.contains("No such process") && s.contains("rc=1"), "{s}");
+    sb.destroy().await;
+}

@@ -222,3 +222,20 @@ fn import_of_garbage_is_a_clear_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn oci_layout_directory_imports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = dir.path().join("image.tar");
+    oci_archive(&archive, &[layer(&[Item::Dir("opt"), Item::File("opt/from-layout", "yes")])]);
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).expect("layout dir");
+    tar::Archive::new(std::fs::File::open(&archive).expect("open")).unpack(&layout).expect("unpack layout");
+    let name = format!("layout-test-{}", std::process::id());
+    let out = import(&layout, &name);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).expect("digest").to_owned();
+    let file = data_dir().join("templates/objects").join(&digest).join("rootfs/opt/from-layout");
+    assert_eq!(std::fs::read_to_string(file).expect("unpacked"), "yes");
+    remove_template(&name);
+}
