@@ -47,6 +47,9 @@ struct Report {
     cold_start_ms: Summary,
     /// The part of the cold start until the sandbox is ready for commands.
     create_ms: Summary,
+    /// The same cold start from a runtime that prepares no sandbox ahead
+    /// (every step, including clone and cgroup move, on the request's path).
+    cold_start_unprepared_ms: Summary,
     bwrap_cold_start_ms: Option<Summary>,
     bwrap_ratio: Option<f64>,
     churn_per_min: f64,
@@ -63,26 +66,20 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
     let spec = SandboxSpec::default();
     rt.templates().resolve(&spec.template)?;
-    progress(args.json, "warming up");
-    for _ in 0..20 {
-        cold_start(&rt, &spec).await?;
-    }
     progress(args.json, &format!("cold start: {} runs", args.runs));
-    let (mut ms, mut create_ms) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
-    for _ in 0..args.runs {
-        let (total, create) = cold_start(&rt, &spec).await?;
-        ms.push(total);
-        create_ms.push(create);
-    }
-    let cold = Summary::of(ms);
-    let create = Summary::of(create_ms);
+    let (cold, create) = cold_starts(&rt, &spec, args.runs).await?;
+    progress(args.json, &format!("cold start with nothing prepared ahead: {} runs", args.runs));
+    let unprepared = {
+        let rt0 = config::runtime(data_dir, 1, 0)?;
+        cold_starts(&rt0, &spec, args.runs).await?.0
+    };
     progress(args.json, "bubblewrap cold start");
     let bwrap = bwrap_cold(args.runs).await?;
     progress(args.json, &format!("churn: {workers} workers for {}s", args.churn_secs));
     let (churn_per_min, churn_errors) = churn(&rt, &spec, workers, Duration::from_secs(args.churn_secs)).await;
     let (idle, density_exec) = if args.density > 0 {
         progress(args.json, &format!("density: {} idle sandboxes", args.density));
-        let (kib, exec) = density(&rt, &spec, args.density).await?;
+        let (kib, exec) = density(&rt, &spec, args.density, data_dir).await?;
         (Some(kib), Some(exec))
     } else {
         (None, None)
@@ -90,6 +87,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let report = Report {
         cold_start_ms: cold,
         create_ms: create,
+        cold_start_unprepared_ms: unprepared,
         bwrap_ratio: bwrap.map(|b| b.p50 / cold.p50),
         bwrap_cold_start_ms: bwrap,
         churn_per_min,
@@ -107,6 +105,20 @@ fn progress(json: bool, msg: &str) {
     if !json {
         eprintln!("… {msg}");
     }
+}
+
+/// `runs` cold starts after 20 warm-up runs: total and create-only summaries.
+async fn cold_starts(rt: &Runtime, spec: &SandboxSpec, runs: usize) -> Result<(Summary, Summary)> {
+    for _ in 0..20 {
+        cold_start(rt, spec).await?;
+    }
+    let (mut total, mut create) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let (t, c) = cold_start(rt, spec).await?;
+        total.push(t);
+        create.push(c);
+    }
+    Ok((Summary::of(total), Summary::of(create)))
 }
 
 /// Create → exec `echo` → first stdout byte, and create alone, in ms; the
@@ -209,7 +221,7 @@ fn used_kib() -> Result<u64> {
 }
 
 /// Holds `n` idle sandboxes; returns host memory per sandbox (KiB) and exec latency.
-async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Summary)> {
+async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
     let before = used_kib()?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
@@ -229,6 +241,10 @@ async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Sum
     for sb in held {
         sb.destroy().await;
     }
+    // 2,000 slots' cgroups left for reuse slow every later cgroup operation on
+    // this kernel (and so the next benchmark run): remove the idle ones.
+    let opts = reins_sandbox::RuntimeOptions::new(data_dir.to_path_buf())?;
+    reins_sandbox::cleanup(&opts).context("removing the idle slots of the density test")?;
     Ok((after.saturating_sub(before) as f64 / n as f64, Summary::of(ms)))
 }
 
@@ -241,6 +257,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
     println!("{:<28} {:>8} {:>8} {:>8} {:>6}", "latency (ms)", "p50", "p90", "p99", "n");
     row("reins cold start", &r.cold_start_ms);
     row("  of which create", &r.create_ms);
+    row("  nothing prepared ahead", &r.cold_start_unprepared_ms);
     if let Some(b) = &r.bwrap_cold_start_ms {
         row("bwrap cold start", b);
     }
