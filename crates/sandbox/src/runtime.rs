@@ -453,3 +453,13 @@ fn raise_fd_limit() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
+
+impl crate::Backend for Runtime {
+    fn kind(&self) -> crate::BackendKind {
+        crate::BackendKind::Ns
+    }
+
+    fn create(&self, spec: &SandboxSpec) -> impl std::future::Future<Output = Result<Sandbox, Error>> + Send {
+        Runtime::create(self, spec)
+    }
+}

@@ -8,7 +8,9 @@ use super::{sh, sh_as, text, TestRuntime};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_stderr_and_exit_code_are_kept_apart() {
     let t = TestRuntime::new();
-    let sb = t.sandbox().await;
+    // Through the backend interface the node daemon will use.
+    assert_eq!(reins_sandbox::Backend::kind(&t.rt), reins_sandbox::BackendKind::Ns);
+    let sb = reins_sandbox::Backend::create(&t.rt, &SandboxSpec::default()).await.expect("create");
     let out = sh(&sb, "echo out; echo err >&2; exit 3").await;
     assert_eq!(text(&out.stdout), "out\n");
     assert_eq!(text(&out.stderr), "err\n");
