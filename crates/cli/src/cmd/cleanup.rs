@@ -3,10 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use reins_sandbox::RuntimeOptions;
 
 pub fn run(data_dir: &Path, json: bool) -> Result<u8> {
-    let opts = RuntimeOptions::new(data_dir.to_path_buf())?;
+    let opts = crate::config::options(data_dir)?;
     let report = reins_sandbox::cleanup(&opts).context("cleaning up idle sandbox slots")?;
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -95,20 +95,33 @@ fn template_ls_lists_base() {
 
 #[test]
 fn after_run_and_cleanup_nothing_is_left() {
-    // Uses the default run directory and cgroup group, as a user would.
-    assert_eq!(reins(&["run", "--", "true"]).status.code(), Some(0));
-    let o = reins(&["cleanup", "--json"]);
+    // A run directory and cgroup group of its own, so no other test shares them.
+    let tag = format!("cleanup-{}", std::process::id());
+    let run_dir = std::path::PathBuf::from("/run/reins-test").join(&tag);
+    let with_env = |args: &[&str]| {
+        Command::new(reins_bin())
+            .arg("--data-dir")
+            .arg(data_dir())
+            .args(args)
+            .env("REINS_RUN_DIR", &run_dir)
+            .env("REINS_CGROUP", &tag)
+            .output()
+            .expect("reins")
+    };
+    assert_eq!(with_env(&["run", "--", "true"]).status.code(), Some(0));
+    let o = with_env(&["cleanup", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    if report["busy"] == 0 {
-        // Nothing else was running: the slot directories of the default group are gone.
-        for ctl in ["memory", "pids", "cpu", "freezer"] {
-            let dir = std::path::Path::new("/sys/fs/cgroup").join(ctl).join("reins");
-            let slots = std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(0);
-            assert_eq!(slots, 0, "{}", dir.display());
-        }
-        assert!(!std::path::Path::new("/run/reins/skel/s0").exists());
+    assert_eq!((report["slots"].as_u64(), report["busy"].as_u64()), (Some(1), Some(0)), "{report}");
+    for ctl in ["memory", "pids", "cpu", "freezer"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(ctl).join(&tag);
+        assert!(!dir.exists(), "{} is left", dir.display());
     }
+    let skel: Vec<_> = std::fs::read_dir(run_dir.join("skel")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(skel.is_empty(), "skeletons left: {skel:?}");
+    let locks: Vec<_> = std::fs::read_dir(run_dir.join("slots")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(locks.is_empty(), "locks left: {locks:?}");
+    let _ = std::fs::remove_dir_all(&run_dir);
 }
 
 #[test]
