@@ -16,11 +16,16 @@ use tokio::task::JoinHandle;
 
 use crate::Error;
 
-pub(crate) type Events = mpsc::UnboundedReceiver<Event>;
+pub(crate) type Events = mpsc::Receiver<Event>;
+
+/// Events buffered per request before the guest is made to wait: output
+/// frames are at most 64 KiB, so a command that outruns its reader holds at
+/// most 16 MiB here; then the guest, and through its pipe the command, wait.
+const BUFFERED_EVENTS: usize = 256;
 
 #[derive(Debug)]
 struct Route {
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
     /// Outlives its first reply (a watch); otherwise removed after the last event.
     stream: bool,
 }
@@ -83,16 +88,21 @@ async fn read_loop(conn: Arc<Conn>, mut reader: BufReader<OwnedReadHalf>) {
             Event::Ready | Event::SetupFailed { .. } => continue,
         };
         let last = matches!(ev, Event::Exited { .. } | Event::FileResult { .. });
-        let Ok(mut routes) = conn.routes.lock() else {
-            break;
+        let tx = {
+            let Ok(mut routes) = conn.routes.lock() else {
+                break;
+            };
+            let Some(route) = routes.get(&id) else {
+                continue;
+            };
+            let tx = route.tx.clone();
+            if last && !route.stream {
+                routes.remove(&id);
+            }
+            tx
         };
-        let Some(route) = routes.get(&id) else {
-            continue;
-        };
-        let _ = route.tx.send(ev);
-        if last && !route.stream {
-            routes.remove(&id);
-        }
+        // Back-pressure: a reader that falls behind makes this sandbox's guest wait.
+        let _ = tx.send(ev).await;
     }
     conn.close();
 }
@@ -117,7 +127,7 @@ impl Conn {
 
     async fn register(&self, make: impl FnOnce(u32) -> Request, stream: bool) -> Result<(u32, Events), Error> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(BUFFERED_EVENTS);
         {
             let mut routes = self.routes.lock().map_err(|_| Error::Poisoned)?;
             if self.closed.load(Ordering::SeqCst) {

@@ -171,3 +171,31 @@ async fn pid_1_reaps_orphans() {
     assert_eq!(text(&out.stdout).trim(), "0");
     sb.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_arrives_whole_to_a_slow_reader() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let mut exec = sb.exec(ExecRequest::new(["head", "-c", "40000000", "/dev/zero"])).await.expect("exec");
+    let mut total = 0usize;
+    let mut chunks = 0usize;
+    loop {
+        match exec.next().await.expect("event") {
+            Some(ExecEvent::Stdout(d)) => {
+                total += d.len();
+                chunks += 1;
+                // A reader slower than the command: the guest must wait, nothing is lost.
+                if chunks.is_multiple_of(64) {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+            Some(ExecEvent::Exit(status)) => {
+                assert_eq!(status, ExitStatus::Code(0));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(total, 40_000_000);
+    sb.destroy().await;
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reins_sandbox::{Error, ExecEvent, ExecRequest};
 use reins_types::SandboxSpec;
 
-use super::{host_processes_with, reins_bin, sh, text, TestRuntime};
+use super::{host_processes_with, reins_bin, settle_processes_with, sh, text, TestRuntime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_freezes_every_process_and_resume_thaws() {
@@ -51,7 +51,7 @@ async fn destroy_removes_every_process() {
     let marker = "reins-destroy-marker";
     let out = sh(&sb, &format!("(exec -a {marker} sleep 1000) & (exec -a {marker} sleep 1000) & echo started")).await;
     assert_eq!(text(&out.stdout), "started\n");
-    assert_eq!(host_processes_with(marker).len(), 2);
+    assert_eq!(settle_processes_with(marker, 2).await, 2);
     let slot = sb.slot().expect("slot");
     sb.destroy().await;
     assert!(host_processes_with(marker).is_empty());
@@ -66,7 +66,7 @@ async fn dropping_a_sandbox_kills_it() {
     {
         let sb = t.sandbox().await;
         sh(&sb, &format!("(exec -a {marker} sleep 1000) & true")).await;
-        assert_eq!(host_processes_with(marker).len(), 1);
+        assert_eq!(settle_processes_with(marker, 1).await, 1);
     }
     for _ in 0..100 {
         if host_processes_with(marker).is_empty() && t.rt.dying() == 0 {
@@ -107,7 +107,7 @@ async fn sandbox_dies_with_its_supervisor() {
     let mut out = child.stdout.take().expect("stdout");
     let mut buf = [0u8; 3];
     tokio::io::AsyncReadExt::read_exact(&mut out, &mut buf).await.expect("up");
-    assert_eq!(host_processes_with(&marker).len(), 1);
+    assert_eq!(settle_processes_with(&marker, 1).await, 1);
     child.kill().await.expect("kill -9 the supervisor");
     for _ in 0..250 {
         if host_processes_with(&marker).is_empty() {

@@ -109,6 +109,21 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Waits (up to 5 s) until exactly `n` host processes carry `marker`; returns
+/// how many there were last. (A process in the middle of `execve` briefly has
+/// no readable command line, so one look is not enough.)
+pub async fn settle_processes_with(marker: &str, n: usize) -> usize {
+    let mut seen = host_processes_with(marker).len();
+    for _ in 0..250 {
+        if seen == n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = host_processes_with(marker).len();
+    }
+    seen
+}
+
 /// Processes on the host whose command line contains `marker`.
 pub fn host_processes_with(marker: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
