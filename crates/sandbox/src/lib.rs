@@ -11,7 +11,9 @@
 
 mod backend;
 mod cgroup;
+mod cleanup;
 mod conn;
+mod embryo;
 mod error;
 mod exec;
 pub mod ns;
@@ -22,10 +24,11 @@ pub mod template;
 
 pub use backend::{Backend, BackendKind};
 pub use cgroup::{Cgroups, Layout};
+pub use cleanup::{cleanup, Cleanup};
 pub use error::Error;
 pub use exec::{Exec, ExecEvent, ExecRequest, Output, User};
 pub use reins_guest::proto::{EntryInfo, ExitStatus, FileKind, FsError, FsErrorKind, WatchKind};
-pub use runtime::{cleanup, Cleanup, Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions};
 pub use sandbox::{Sandbox, Watch, WatchEvent};
 
 /// Runs the helper role and exits if this process was started as a helper;

@@ -3,17 +3,17 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use reins_types::{Limits, SandboxSpec};
-use tokio::io::unix::AsyncFd;
+use reins_types::SandboxSpec;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cgroup::Cgroups;
+use crate::embryo::{keep_embryos, Embryo, Hatch};
 use crate::ns::client::Zygote;
 use crate::ns::{Bind, SpawnRequest, ZygoteRequest};
 use crate::sandbox::{Pidfd, Sandbox};
@@ -64,7 +64,7 @@ impl RuntimeOptions {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub opts: RuntimeOptions,
-    zygotes: Vec<tokio::sync::Mutex<Zygote>>,
+    pub(crate) zygotes: Vec<tokio::sync::Mutex<Zygote>>,
     next_zygote: AtomicUsize,
     pub cgroups: Cgroups,
     pub slots: Slots,
@@ -73,30 +73,12 @@ pub(crate) struct Inner {
     /// Sandboxes dropped without `destroy`: killed, their slots released once they are gone.
     graveyard: Mutex<Vec<(Pidfd, Slot)>>,
     /// Parked children, ready to become sandboxes.
-    embryos: Mutex<Vec<Embryo>>,
+    pub(crate) embryos: Mutex<Vec<Embryo>>,
     /// How many to keep parked (starts at `opts.embryos`).
-    embryo_target: AtomicUsize,
+    pub(crate) embryo_target: AtomicUsize,
     /// Wakes the task that keeps `embryos` full.
-    refill: Arc<Notify>,
+    pub(crate) refill: Arc<Notify>,
     refill_task: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Why starting a parked child failed.
-enum Hatch {
-    /// The child was gone before it got its sandbox; a fresh one may be started.
-    Lost(Error),
-    /// The sandbox itself failed (as a fresh one would).
-    Failed(Error),
-}
-
-/// A parked child: cloned into fresh namespaces, in its slot's cgroups,
-/// waiting in zygote `zygote` for its sandbox. It has run no foreign code.
-#[derive(Debug)]
-struct Embryo {
-    slot: Slot,
-    pid: i32,
-    pidfd: OwnedFd,
-    zygote: usize,
 }
 
 /// Creates sandboxes; cheap to clone.
@@ -276,26 +258,6 @@ impl Runtime {
     }
 }
 
-/// Keeps the runtime's parked children at their target number. Ends with the runtime.
-async fn keep_embryos(inner: Weak<Inner>, refill: Arc<Notify>) {
-    loop {
-        let Some(strong) = inner.upgrade() else { return };
-        let target = strong.embryo_target.load(Ordering::SeqCst);
-        let missing = target.saturating_sub(strong.embryos.lock().map_or(0, |e| e.len()));
-        if missing == 0 {
-            // Wait without keeping the runtime alive.
-            drop(strong);
-            refill.notified().await;
-            continue;
-        }
-        if let Err(e) = strong.conceive().await {
-            tracing::warn!(error = %e, "could not prepare a sandbox ahead of time");
-            drop(strong);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
 impl Inner {
     pub fn pick_zygote(&self) -> usize {
         self.next_zygote.fetch_add(1, Ordering::Relaxed) % self.zygotes.len()
@@ -303,67 +265,6 @@ impl Inner {
 
     pub fn skeleton(&self, slot: &Slot) -> PathBuf {
         self.opts.run_dir.join("skel").join(format!("s{}", slot.index))
-    }
-
-    async fn conceive(&self) -> Result<(), Error> {
-        let slot = self.slots.acquire()?;
-        let cgroup_procs = match self.cgroups.prepare(slot.index, &Limits::default()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.slots.release(slot);
-                return Err(e);
-            }
-        };
-        let zygote = self.pick_zygote();
-        let conceived = self.zygotes[zygote].lock().await.call(&ZygoteRequest::Conceive { cgroup_procs }, None).await;
-        match conceived {
-            Ok((pid, Some(pidfd))) => {
-                let embryo = Embryo { slot, pid, pidfd, zygote };
-                // Checked under the lock `clear_embryos` also takes to lower the target.
-                let unwanted = {
-                    let mut parked = self.embryos.lock().map_err(|_| Error::Poisoned)?;
-                    if self.embryo_target.load(Ordering::SeqCst) == 0 {
-                        Some(embryo)
-                    } else {
-                        parked.push(embryo);
-                        None
-                    }
-                };
-                if let Some(embryo) = unwanted {
-                    self.discard(embryo).await;
-                }
-                Ok(())
-            }
-            Ok((_, None)) => {
-                self.slots.release(slot);
-                Err(Error::Helper("zygote reply without pidfd".into()))
-            }
-            Err(e) => {
-                self.slots.release(slot);
-                Err(e)
-            }
-        }
-    }
-
-    fn take_embryo(&self) -> Option<Embryo> {
-        let embryo = self.embryos.lock().ok()?.pop();
-        self.refill.notify_one();
-        embryo
-    }
-
-    /// Kills a parked child, waits until it is gone and frees its slot.
-    async fn discard(&self, embryo: Embryo) {
-        // SAFETY: the AsyncFd takes ownership of the pidfd, which no one else closes.
-        match unsafe { AsyncFd::register(embryo.pidfd) } {
-            Ok(fd) => {
-                let pidfd = Pidfd::from(fd);
-                pidfd.kill();
-                pidfd.wait().await;
-                self.slots.release(embryo.slot);
-            }
-            // Cannot watch it: keep the slot out of use rather than reuse it early.
-            Err(_) => std::mem::forget(embryo.slot),
-        }
     }
 
     /// Releases the slots of dropped sandboxes that have exited.
@@ -389,41 +290,6 @@ impl Inner {
     pub fn start_timeout(&self) -> Duration {
         self.opts.start_timeout
     }
-}
-
-/// What [`cleanup`] removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Cleanup {
-    /// Idle slots whose cgroups, skeleton and lock were removed.
-    pub slots: usize,
-    pub cgroup_dirs: usize,
-    /// Slots still in use by a running sandbox (left alone).
-    pub busy: usize,
-}
-
-/// Removes what idle slots keep for reuse (cgroup directories, skeleton
-/// layers, lock files), so that a host where no sandbox runs holds nothing of
-/// Reins but its data directory. Slots in use are left alone. Safe to run
-/// beside running Reins processes.
-pub fn cleanup(opts: &RuntimeOptions) -> Result<Cleanup, Error> {
-    let cgroups = Cgroups::detect(&opts.cgroup)?;
-    let slots_dir = opts.run_dir.join("slots");
-    let total = std::fs::read_dir(&slots_dir).map_or(0, |d| d.count());
-    let mut report = Cleanup::default();
-    for slot in crate::slots::idle_slots(&slots_dir)? {
-        report.cgroup_dirs += cgroups.remove_slot(slot.index)?;
-        let skel = opts.run_dir.join("skel").join(format!("s{}", slot.index));
-        for path in [skel.with_extension("done"), skel.clone()] {
-            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        }
-        report.slots += 1;
-    }
-    report.busy = total - report.slots;
-    if report.busy == 0 {
-        // The group directories themselves, once empty.
-        let _ = cgroups.remove_group();
-    }
-    Ok(report)
 }
 
 impl Drop for Inner {
