@@ -340,3 +340,44 @@ fn remove_any(path: &Path) -> Result<(), Error> {
     };
     result.map_err(|e| Error::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean(Path::new("./a/b")), Some(PathBuf::from("a/b")));
+        assert_eq!(clean(Path::new("a/../b")), None);
+        assert_eq!(clean(Path::new("/etc/passwd")), None);
+        assert_eq!(clean(Path::new(".")), None);
+    }
+
+    #[test]
+    fn digests_must_be_sha256_hex() {
+        assert!(blob_path(&format!("sha256:{}", "a".repeat(64))).is_ok());
+        assert!(blob_path("sha256:../../etc/passwd").is_err());
+        assert!(blob_path("md5:abc").is_err());
+        assert!(blob_path("nocolon").is_err());
+    }
+
+    proptest! {
+        /// Whatever a layer names, a cleaned path stays below the root.
+        #[test]
+        fn cleaned_paths_stay_inside(parts in proptest::collection::vec("(\\.\\.|\\.|/|[a-z]{1,3})", 0..8)) {
+            let raw: String = parts.concat();
+            if let Some(p) = clean(Path::new(&raw)) {
+                prop_assert!(p.is_relative());
+                prop_assert!(p.components().all(|c| matches!(c, Component::Normal(_))));
+            }
+        }
+
+        #[test]
+        fn blob_paths_never_escape(d in "\\PC{0,80}") {
+            if let Ok(p) = blob_path(&d) {
+                prop_assert!(p.starts_with("blobs/sha256/") && !p.contains(".."));
+            }
+        }
+    }
+}
