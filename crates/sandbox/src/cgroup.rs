@@ -134,13 +134,20 @@ impl Cgroups {
     /// itself; fails if any still holds a process. For tests and uninstall:
     /// a running node keeps its slot directories for reuse.
     pub fn remove_group(&self) -> Result<(), Error> {
+        let mut slots: Vec<u32> = self
+            .existing_slot_dirs()
+            .iter()
+            .filter_map(|d| d.file_name()?.to_str()?.strip_prefix('s')?.parse().ok())
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in slots {
+            self.remove_slot(slot)?;
+        }
         for parent in self.parents() {
-            let Ok(entries) = fs::read_dir(&parent) else { continue };
-            for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-                fs::remove_dir(e.path())
-                    .map_err(|err| Error::Cgroup(format!("removing {}: {err}", e.path().display())))?;
+            if parent.exists() {
+                fs::remove_dir(&parent).map_err(|e| Error::Cgroup(format!("removing {}: {e}", parent.display())))?;
             }
-            fs::remove_dir(&parent).map_err(|err| Error::Cgroup(format!("removing {}: {err}", parent.display())))?;
         }
         Ok(())
     }
