@@ -79,7 +79,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let (churn_per_min, churn_errors) = churn(&rt, &spec, workers, Duration::from_secs(args.churn_secs)).await;
     let (idle, density_exec) = if args.density > 0 {
         progress(args.json, &format!("density: {} idle sandboxes", args.density));
-        let (kib, exec) = density(&rt, &spec, args.density).await?;
+        let (kib, exec) = density(&rt, &spec, args.density, data_dir).await?;
         (Some(kib), Some(exec))
     } else {
         (None, None)
@@ -221,7 +221,7 @@ fn used_kib() -> Result<u64> {
 }
 
 /// Holds `n` idle sandboxes; returns host memory per sandbox (KiB) and exec latency.
-async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Summary)> {
+async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
     let before = used_kib()?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
@@ -241,9 +241,10 @@ async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize) -> Result<(f64, Sum
     for sb in held {
         sb.destroy().await;
     }
-    // The 2,000 slots stay for reuse: removing memory cgroups leaves "dying"
-    // ones behind that slow every later cgroup operation on this kernel,
-    // while a next run reuses these.
+    // Thousands of idle slot cgroups slow every later cgroup and fork path on
+    // this kernel (the next run measured ~20% slower): remove them again.
+    // `cleanup` empties each memory cgroup first, so none lingers as "dying".
+    reins_sandbox::cleanup(&config::options(data_dir)?).context("removing the idle slots of the density test")?;
     Ok((after.saturating_sub(before) as f64 / n as f64, Summary::of(ms)))
 }
 
