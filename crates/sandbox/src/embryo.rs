@@ -58,6 +58,11 @@ pub(crate) async fn keep_embryos(inner: Weak<Inner>, refill: Arc<Notify>) {
 
 impl Inner {
     pub(crate) async fn conceive(&self) -> Result<(), Error> {
+        let _conceiving = self.conceiving.lock().await;
+        // `clear_embryos` lowers the target before it waits for this lock.
+        if self.embryo_target.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
         let slot = self.slots.acquire()?;
         let cgroup_procs = match self.cgroups.prepare(slot.index, &Limits::default()) {
             Ok(p) => p,

@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) embryo_target: AtomicUsize,
     /// Wakes the task that keeps `embryos` full.
     pub(crate) refill: Arc<Notify>,
+    /// Held while a child is being prepared ahead.
+    pub(crate) conceiving: tokio::sync::Mutex<()>,
     refill_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -113,6 +115,7 @@ impl Runtime {
             embryos: Mutex::new(Vec::new()),
             embryo_target: AtomicUsize::new(opts_embryos),
             refill: Arc::new(Notify::new()),
+            conceiving: tokio::sync::Mutex::new(()),
             refill_task: Mutex::new(None),
         });
         if inner.opts.embryos > 0 {
@@ -244,6 +247,9 @@ impl Runtime {
         for e in taken {
             self.inner.discard(e).await;
         }
+        // A conception under way sees the target at 0 and discards its child
+        // before it lets go of this lock: wait for it.
+        drop(self.inner.conceiving.lock().await);
     }
 
     /// Number of children parked and ready to become sandboxes.
