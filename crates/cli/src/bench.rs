@@ -42,8 +42,26 @@ pub struct SandboxBench {
     json: bool,
 }
 
+/// Host settings that change the figures, recorded with them.
+#[derive(Debug, Serialize)]
+struct Host {
+    /// `/sys/kernel/rcu_expedited`: 1 makes every RCU grace period expedited,
+    /// which removes most of the cold-start tail (see docs/benchmarks.md).
+    rcu_expedited: Option<u8>,
+    cpus: usize,
+    cgroup_layout: String,
+}
+
+impl Host {
+    fn read(rt: &Runtime, cpus: usize) -> Self {
+        let rcu = std::fs::read_to_string("/sys/kernel/rcu_expedited").ok().and_then(|s| s.trim().parse().ok());
+        Self { rcu_expedited: rcu, cpus, cgroup_layout: format!("{:?}", rt.cgroups().layout()) }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
+    host: Host,
     cold_start_ms: Summary,
     /// The part of the cold start until the sandbox is ready for commands.
     create_ms: Summary,
@@ -85,6 +103,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         (None, None)
     };
     let report = Report {
+        host: Host::read(&rt, workers),
         cold_start_ms: cold,
         create_ms: create,
         cold_start_unprepared_ms: unprepared,
@@ -254,6 +273,9 @@ fn print(r: &Report, json: bool) -> Result<()> {
         return Ok(());
     }
     let row = |name: &str, s: &Summary| println!("{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}", s.p50, s.p90, s.p99, s.n);
+    let h = &r.host;
+    let rcu = h.rcu_expedited.map_or("unknown".to_owned(), |v| v.to_string());
+    println!("host: {} CPUs, cgroups {}, rcu_expedited {rcu}", h.cpus, h.cgroup_layout);
     println!("{:<28} {:>8} {:>8} {:>8} {:>6}", "latency (ms)", "p50", "p90", "p99", "n");
     row("reins cold start", &r.cold_start_ms);
     row("  of which create", &r.create_ms);
