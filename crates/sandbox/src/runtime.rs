@@ -286,8 +286,15 @@ impl Inner {
         }
     }
 
-    pub fn entomb(&self, pidfd: Pidfd, slot: Slot) {
+    /// Kills a sandbox, paused or not: frozen tasks (cgroup v1 freezer) do not
+    /// die until thawed, so the slot is thawed after the kill is sent.
+    pub fn kill(&self, pidfd: &Pidfd, slot: &Slot) {
         pidfd.kill();
+        let _ = self.cgroups.freeze(slot.index, false);
+    }
+
+    pub fn entomb(&self, pidfd: Pidfd, slot: Slot) {
+        self.kill(&pidfd, &slot);
         if let Ok(mut g) = self.graveyard.lock() {
             g.push((pidfd, slot));
         }

@@ -95,11 +95,14 @@ impl Sandbox {
         let timed_out = Arc::new(AtomicBool::new(false));
         let timer = spec.timeout.map(|limit| {
             let (pidfd, flag) = (Arc::downgrade(&pidfd), Arc::clone(&timed_out));
+            let (cgroups, slot_index) = (inner.cgroups.clone(), slot.index);
             tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
                 if let Some(pidfd) = pidfd.upgrade() {
                     flag.store(true, Ordering::SeqCst);
                     pidfd.kill();
+                    // A paused sandbox dies only once thawed.
+                    let _ = cgroups.freeze(slot_index, false);
                 }
             })
         });
@@ -249,7 +252,7 @@ impl Sandbox {
     /// Kills the sandbox and waits until it is gone; its slot is then free.
     pub async fn destroy(mut self) {
         if let Some((pidfd, slot)) = self.life.take() {
-            pidfd.kill();
+            self.inner.kill(&pidfd, &slot);
             pidfd.wait().await;
             self.inner.slots.release(slot);
         }
@@ -275,7 +278,7 @@ impl Drop for Sandbox {
                 Err(shared) => {
                     // Only a timer firing right now holds it; keep the slot out of
                     // use (locked until this process exits) rather than reuse it early.
-                    shared.kill();
+                    self.inner.kill(&shared, &slot);
                     std::mem::forget(slot);
                 }
             }

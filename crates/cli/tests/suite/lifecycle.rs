@@ -142,3 +142,34 @@ async fn parked_children_become_sandboxes_with_the_requested_limits() {
     sb.destroy().await;
     t.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sandbox_can_be_destroyed_and_its_slot_reused() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let slot = sb.slot().expect("slot");
+    sh(&sb, "(sleep 1000 &) ; true").await;
+    sb.pause().expect("pause");
+    tokio::time::timeout(Duration::from_secs(10), sb.destroy()).await.expect("destroy of a paused sandbox returns");
+    // The next sandbox on that slot must not start frozen.
+    let next = t.sandbox().await;
+    assert_eq!(next.slot(), Some(slot), "the slot is reused");
+    let out = tokio::time::timeout(Duration::from_secs(10), sh(&next, "echo thawed")).await.expect("not frozen");
+    assert_eq!(text(&out.stdout), "thawed\n");
+    next.destroy().await;
+    t.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sandbox_still_times_out() {
+    let t = TestRuntime::new();
+    let spec = SandboxSpec { timeout: Some(Duration::from_millis(300)), ..SandboxSpec::default() };
+    let sb = t.create(spec).await;
+    let exec = sb.exec(ExecRequest::new(["sleep", "30"])).await.expect("exec");
+    sb.pause().expect("pause");
+    let err =
+        tokio::time::timeout(Duration::from_secs(10), exec.output()).await.expect("ends in time").expect_err("killed");
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    sb.destroy().await;
+    t.assert_clean().await;
+}
