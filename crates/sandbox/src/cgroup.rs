@@ -59,7 +59,7 @@ impl Cgroups {
 
     fn init(&self) -> Result<(), Error> {
         let parents = self.parents();
-        parents.iter().try_for_each(|p| mkdir(p))?;
+        parents.iter().try_for_each(|p| mkdir(p).map(drop))?;
         match self.layout {
             Layout::Unified => write(&parents[0].join("cgroup.subtree_control"), "+memory +pids +cpu"),
             Layout::Legacy => Ok(()),
@@ -80,17 +80,55 @@ impl Cgroups {
         self.parents().into_iter().map(|p| p.join(&name)).collect()
     }
 
-    /// Creates slot `slot` if needed, applies `limits` and returns the
+    /// The record of `limits` kept with a slot (see [`Cgroups::prepare`]).
+    pub fn key(limits: &Limits) -> String {
+        format!("memory={} millicpus={} pids={}", limits.memory_bytes, limits.cpu.millicpus(), limits.pids)
+    }
+
+    /// Creates slot `slot` if needed, thaws it, applies `limits` unless
+    /// `applied` (the slot's record) says they already are, and returns the
     /// `cgroup.procs` files a process must join.
-    pub fn prepare(&self, slot: u32, limits: &Limits) -> Result<Vec<String>, Error> {
-        let dirs = self.slot_dirs(slot);
-        for d in &dirs {
-            if mkdir(d).is_err() {
-                // `reins cleanup` may have removed the group meanwhile: make it again.
-                self.init()?;
-                mkdir(d)?;
-            }
+    pub fn prepare(&self, slot: u32, limits: &Limits, applied: &str) -> Result<Vec<String>, Error> {
+        let (procs, created) = self.make(slot)?;
+        // A directory made just now has the kernel's defaults (no limits), whatever the record says.
+        if created || applied != Self::key(limits) {
+            self.apply(&self.slot_dirs(slot), limits)?;
         }
+        Ok(procs)
+    }
+
+    /// Creates slot `slot` if needed (with `Limits::default()` then) and thaws
+    /// it, otherwise leaving its limits as they are; returns the
+    /// `cgroup.procs` files a process must join.
+    pub fn ensure(&self, slot: u32) -> Result<Vec<String>, Error> {
+        let (procs, created) = self.make(slot)?;
+        if created {
+            self.apply(&self.slot_dirs(slot), &Limits::default())?;
+        }
+        Ok(procs)
+    }
+
+    /// Creates the slot's directories; says whether any was new.
+    fn make(&self, slot: u32) -> Result<(Vec<String>, bool), Error> {
+        let dirs = self.slot_dirs(slot);
+        let mut created = false;
+        for d in &dirs {
+            let made = match mkdir(d) {
+                Ok(made) => made,
+                // `reins cleanup` may have removed the group meanwhile: make it again.
+                Err(_) => {
+                    self.init()?;
+                    mkdir(d)?
+                }
+            };
+            created |= made;
+        }
+        // Always thaw: a host that died with a paused sandbox leaves its slot frozen.
+        self.freeze(slot, false)?;
+        Ok((dirs.iter().map(|d| d.join("cgroup.procs").to_string_lossy().into_owned()).collect(), created))
+    }
+
+    fn apply(&self, dirs: &[PathBuf], limits: &Limits) -> Result<(), Error> {
         let quota = u64::from(limits.cpu.millicpus()) * CPU_PERIOD_US / 1000;
         match self.layout {
             Layout::Unified => {
@@ -98,19 +136,16 @@ impl Cgroups {
                 write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
                 let _ = write(&d.join("memory.swap.max"), "0");
                 write(&d.join("pids.max"), &limits.pids.to_string())?;
-                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
-                write(&d.join("cgroup.freeze"), "0")?;
+                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))
             }
             Layout::Legacy => {
-                let [mem, pids, cpu, freezer] = [&dirs[0], &dirs[1], &dirs[2], &dirs[3]];
+                let [mem, pids, cpu] = [&dirs[0], &dirs[1], &dirs[2]];
                 write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
                 write(&pids.join("pids.max"), &limits.pids.to_string())?;
                 write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                write(&freezer.join("freezer.state"), "THAWED")?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())
             }
         }
-        Ok(dirs.iter().map(|d| d.join("cgroup.procs").to_string_lossy().into_owned()).collect())
     }
 
     /// Freezes (`true`) or thaws every process of slot `slot`.
@@ -188,10 +223,11 @@ impl Cgroups {
     }
 }
 
-fn mkdir(path: &Path) -> Result<(), Error> {
+/// Creates a directory; `Ok(true)` when it did not exist before.
+fn mkdir(path: &Path) -> Result<bool, Error> {
     match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::Cgroup(format!("creating {}: {e}", path.display()))),
     }
 }

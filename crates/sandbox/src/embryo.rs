@@ -12,6 +12,7 @@ use reins_types::Limits;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use crate::cgroup::Cgroups;
 use crate::ns::ZygoteRequest;
 use crate::runtime::Inner;
 use crate::sandbox::Pidfd;
@@ -63,8 +64,20 @@ impl Inner {
         if self.embryo_target.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        let slot = self.slots.acquire()?;
-        let cgroup_procs = match self.cgroups.prepare(slot.index, &Limits::default()) {
+        let mut slot = self.slots.acquire()?;
+        // Whatever limits the slot has are fine for a parked child (ours, tiny);
+        // the sandbox's own are applied when it hatches.
+        let prepared = if slot.applied().is_empty() {
+            let limits = Limits::default();
+            let procs = self.cgroups.prepare(slot.index, &limits, "");
+            if procs.is_ok() {
+                slot.record(Cgroups::key(&limits));
+            }
+            procs
+        } else {
+            self.cgroups.ensure(slot.index)
+        };
+        let cgroup_procs = match prepared {
             Ok(p) => p,
             Err(e) => {
                 self.slots.release(slot);

@@ -160,11 +160,12 @@ impl Runtime {
             mount_dir: self.inner.mount_dir.to_string_lossy().into_owned(),
             skeleton: self.inner.skeleton(slot).to_string_lossy().into_owned(),
         };
-        if let Some(embryo) = self.inner.take_embryo() {
-            if let Err(e) = self.inner.cgroups.prepare(embryo.slot.index, &spec.limits) {
+        if let Some(mut embryo) = self.inner.take_embryo() {
+            if let Err(e) = self.inner.cgroups.prepare(embryo.slot.index, &spec.limits, embryo.slot.applied()) {
                 self.inner.discard(embryo).await;
                 return Err(e);
             }
+            embryo.slot.record(Cgroups::key(&spec.limits));
             let req = request(&embryo.slot, Vec::new());
             match self.hatch(spec, &req, embryo).await {
                 // The parked child was gone: start a fresh one instead.
@@ -173,14 +174,15 @@ impl Runtime {
                 Ok(sb) => return Ok(sb),
             }
         }
-        let slot = self.inner.slots.acquire()?;
-        let cgroup_procs = match self.inner.cgroups.prepare(slot.index, &spec.limits) {
+        let mut slot = self.inner.slots.acquire()?;
+        let cgroup_procs = match self.inner.cgroups.prepare(slot.index, &spec.limits, slot.applied()) {
             Ok(p) => p,
             Err(e) => {
                 self.inner.slots.release(slot);
                 return Err(e);
             }
         };
+        slot.record(Cgroups::key(&spec.limits));
         let req = request(&slot, cgroup_procs);
         self.spawn(spec, &req, slot).await
     }

@@ -22,13 +22,31 @@ pub const MAX_SLOTS: u32 = (u32::MAX - ID_BASE) / ID_RANGE - 1;
 #[derive(Debug)]
 pub struct Slot {
     pub index: u32,
-    _lock: File,
+    lock: File,
+    /// The cgroup limits last applied to this slot, by whichever process, as
+    /// recorded in its lock file (empty when unknown).
+    applied: String,
 }
 
 impl Slot {
     /// First host uid/gid of this slot's id range.
     pub fn id_base(&self) -> u32 {
         ID_BASE + self.index * ID_RANGE
+    }
+
+    /// The limits last applied to the slot's cgroups, if recorded.
+    pub fn applied(&self) -> &str {
+        &self.applied
+    }
+
+    /// Records the limits now applied (best effort: a failure only costs a
+    /// rewrite of the limits next time).
+    pub fn record(&mut self, applied: String) {
+        use std::io::{Seek, Write};
+        let ok = self.lock.set_len(0).is_ok()
+            && self.lock.seek(std::io::SeekFrom::Start(0)).is_ok()
+            && self.lock.write_all(applied.as_bytes()).is_ok();
+        self.applied = if ok { applied } else { String::new() };
     }
 }
 
@@ -85,7 +103,12 @@ impl Slots {
         if rc == 0 && !current(&file) {
             return self.try_lock(index);
         }
-        Ok((rc == 0).then_some(Slot { index, _lock: file }))
+        if rc != 0 {
+            return Ok(None);
+        }
+        let mut applied = String::new();
+        let _ = std::io::Read::read_to_string(&mut &file, &mut applied);
+        Ok(Some(Slot { index, lock: file, applied }))
     }
 
     /// Returns a slot whose sandbox is fully gone.

@@ -65,3 +65,29 @@ async fn filling_the_disk_gives_enospc_inside() {
     sb.destroy().await;
     t.assert_clean().await;
 }
+
+fn pids_max(t: &TestRuntime, slot: u32) -> String {
+    let dirs = t.rt.cgroups().slot_dirs(slot);
+    dirs.iter().find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok()).unwrap_or_default().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_on_reused_and_recreated_slots() {
+    let t = TestRuntime::new();
+    let mut seen = Vec::new();
+    // Same limits twice (the second skips rewriting them), then new ones.
+    for pids in [20, 20, 30] {
+        let sb = t.create(spec_with(|l| l.pids = pids)).await;
+        let slot = sb.slot().expect("slot");
+        seen.push((slot, pids_max(&t, slot)));
+        sb.destroy().await;
+    }
+    assert_eq!(seen, [(0, "20".to_owned()), (0, "20".to_owned()), (0, "30".to_owned())]);
+    // The slot's directories removed behind its back (as `reins cleanup` or an
+    // operator might): the record says 30, the new directories must get 30 too.
+    t.rt.cgroups().remove_group().expect("remove");
+    let sb = t.create(spec_with(|l| l.pids = 30)).await;
+    assert_eq!(pids_max(&t, sb.slot().expect("slot")), "30");
+    sb.destroy().await;
+    t.assert_clean().await;
+}
