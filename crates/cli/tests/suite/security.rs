@@ -239,3 +239,21 @@ async fn own_hostname_cgroup_root_and_no_signals_out() {
     assert!(s.contains("No such process") && s.contains("rc=1"), "{s}");
     sb.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_volumes_stay_read_only_below_host_submounts() {
+    let host = tempfile::tempdir().expect("tempdir");
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).expect("sub");
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&sub).status().expect("mount");
+    assert!(mounted.success());
+    let t = TestRuntime::new();
+    let volume: Volume = format!("{}:/data:ro", host.path().display()).parse().expect("volume");
+    let sb = t.create(SandboxSpec { volumes: vec![volume], ..SandboxSpec::default() }).await;
+    let out = sh_as(&sb, User::Root, "touch /data/sub/x 2>&1; echo rc=$?").await;
+    let s = text(&out.stdout);
+    sb.destroy().await;
+    let _ = std::process::Command::new("umount").arg(&sub).status();
+    assert!(s.contains("Read-only file system") && s.contains("rc=1"), "{s}");
+    assert!(!sub.join("x").exists());
+}

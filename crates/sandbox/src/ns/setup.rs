@@ -359,7 +359,8 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), String> {
 
 fn bind(b: &Bind, root: &Path) -> Result<(), String> {
     let target: PathBuf = root.join(b.target.trim_start_matches('/'));
-    m(Some(&b.host), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    // Not recursive: a read-only remount would not reach submounts of the source.
+    m(Some(&b.host), &target, None, MsFlags::MS_BIND, None)?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if b.read_only {
         flags |= MsFlags::MS_RDONLY;
