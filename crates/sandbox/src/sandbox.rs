@@ -195,9 +195,34 @@ impl Sandbox {
         }
     }
 
-    /// Writes (or appends) a file, creating parent directories.
+    /// Reads a whole file, in frame-sized pieces, up to `max` bytes.
+    pub async fn read_to_end(&self, user: User, path: &str, max: u64) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let (data, eof) = self.read_file(user, path, out.len() as u64, 0).await?;
+            out.extend_from_slice(&data);
+            if out.len() as u64 > max {
+                return Err(Error::Invalid(format!("{path} is larger than {max} bytes")));
+            }
+            if eof || data.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Writes (or appends) a file, creating parent directories. Large data
+    /// goes in frame-sized pieces; a failure part-way leaves a partial file.
     pub async fn write_file(&self, user: User, path: &str, data: Vec<u8>, append: bool) -> Result<EntryInfo, Error> {
-        entry(self.file(user, FileOp::Write { path: path.into(), data, append, mode: 0o644 }).await?)
+        const PIECE: usize = 1 << 20;
+        if data.len() <= PIECE {
+            return entry(self.file(user, FileOp::Write { path: path.into(), data, append, mode: 0o644 }).await?);
+        }
+        let mut last = None;
+        for (i, piece) in data.chunks(PIECE).enumerate() {
+            let op = FileOp::Write { path: path.into(), data: piece.to_vec(), append: append || i > 0, mode: 0o644 };
+            last = Some(entry(self.file(user, op).await?)?);
+        }
+        last.ok_or_else(|| Error::Invalid("nothing to write".into()))
     }
 
     pub async fn list(&self, user: User, path: &str, depth: u32) -> Result<Vec<EntryInfo>, Error> {

@@ -67,3 +67,17 @@ async fn watch_reports_changes() {
     assert!(matches!(err, Error::Fs(ref e) if e.kind == FsErrorKind::NotFound), "{err:?}");
     sb.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_in_pieces() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let data: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
+    let info = sb.write_file(User::User, "/home/user/big.bin", data.clone(), false).await.expect("write 10 MB");
+    assert_eq!(info.size, 10_000_000);
+    let back = sb.read_to_end(User::User, "/home/user/big.bin", 20_000_000).await.expect("read back");
+    assert!(back == data, "content differs");
+    let err = sb.read_to_end(User::User, "/home/user/big.bin", 1_000_000).await.expect_err("over the cap");
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    sb.destroy().await;
+}
