@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// Working directory inside the sandbox (default: the user's home).
     #[arg(long, short = 'w')]
     workdir: Option<String>,
-    /// Bind a host directory: HOST:SANDBOX[:ro] (repeatable).
+    /// Bind a host directory: `HOST:SANDBOX[:ro]` (repeatable).
     #[arg(long = "volume", short = 'v')]
     volumes: Vec<Volume>,
     /// Run as `user` (uid 1000, default) or `root` (uid 0 of the sandbox, no capabilities).
