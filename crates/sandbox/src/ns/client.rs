@@ -1,19 +1,16 @@
 //! The host side of a zygote: starting it and sending it spawn requests
 //! without blocking the runtime (non-blocking `SOCK_SEQPACKET` + `AsyncFd`).
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{SpawnReply, ZygoteRequest, ZYGOTE_ARG};
+use super::{fdpass, SpawnReply, ZygoteRequest, ZYGOTE_ARG};
 use crate::Error;
 
 /// One running zygote and the socket to it.
@@ -57,12 +54,7 @@ impl Zygote {
         let body = postcard::to_allocvec(req).map_err(|e| Error::Helper(e.to_string()))?;
         let fds: Vec<RawFd> = guest.iter().map(|g| g.as_raw_fd()).collect();
         self.sock
-            .async_io(Interest::WRITABLE, |fd| {
-                let cmsg = [ControlMessage::ScmRights(&fds)];
-                let cmsg: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
-                sendmsg::<()>(fd.as_raw_fd(), &[IoSlice::new(&body)], cmsg, MsgFlags::empty(), None)
-                    .map_err(std::io::Error::from)
-            })
+            .async_io(Interest::WRITABLE, |fd| fdpass::send(fd.as_raw_fd(), &body, &fds).map_err(std::io::Error::from))
             .await
             .map_err(|e| Error::Helper(format!("sending to zygote: {e}")))?;
         let mut buf = [0u8; 4096];
@@ -82,20 +74,8 @@ impl Zygote {
 }
 
 fn recv_reply(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<OwnedFd>)> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut pidfd = None;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                // SAFETY: received descriptors are new and owned by nobody else.
-                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                pidfd.get_or_insert(owned);
-            }
-        }
-    }
-    Ok((msg.bytes, pidfd))
+    let (len, fds) = fdpass::recv(fd, buf, MsgFlags::empty())?;
+    Ok((len, fds.into_iter().next()))
 }
 
 impl Drop for Zygote {

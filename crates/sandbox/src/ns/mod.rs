@@ -9,6 +9,7 @@
 //! seccomp and becomes `reins-guest`.
 
 pub mod client;
+pub mod fdpass;
 pub mod netns;
 pub mod seccomp;
 pub mod setup;

@@ -7,12 +7,11 @@
 //! joins one with `setns`. Each namespace is used by exactly one sandbox and
 //! dies with it. When the queue is empty, the zygote makes one itself.
 
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use super::fdpass;
 
 /// Namespaces kept ready per zygote.
 pub const TARGET: usize = 8;
@@ -48,20 +47,10 @@ impl Pool {
     /// A fresh namespace: from the queue when one is ready, made now otherwise.
     pub fn take(&self) -> Result<OwnedFd, String> {
         let mut byte = [0u8; 1];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let mut iov = [IoSliceMut::new(&mut byte)];
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-        if let Ok(msg) = recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
-            let fd = msg.cmsgs().ok().and_then(|mut c| {
-                c.find_map(|c| match c {
-                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                    _ => None,
-                })
-            });
-            if let Some(fd) = fd {
+        if let Ok((_, fds)) = fdpass::recv(self.sock.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT) {
+            if let Some(ns) = fds.into_iter().next() {
                 let _ = nix::unistd::write(&self.sock, &[1u8]);
-                // SAFETY: just received; owned by nobody else.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                return Ok(ns);
             }
         }
         make()
@@ -79,15 +68,7 @@ fn maker(sock: &OwnedFd) {
     let mut credit = [0u8; 1];
     while nix::unistd::read(sock.as_raw_fd(), &mut credit) == Ok(1) {
         let Ok(ns) = make() else { return };
-        let fds = [ns.as_raw_fd()];
-        let sent = sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[IoSlice::new(b"n")],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        );
-        if sent.is_err() {
+        if fdpass::send(sock.as_raw_fd(), b"n", &[ns.as_raw_fd()]).is_err() {
             return;
         }
     }

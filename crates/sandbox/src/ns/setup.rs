@@ -13,15 +13,14 @@
 //! exits; the kernel then removes every mount it made with its namespace.
 
 use std::fs;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::MsgFlags;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, chown, pivot_root, Gid, Uid};
 
@@ -97,25 +96,9 @@ fn early(net: OwnedFd) -> Result<(), String> {
 /// Waits for the sandbox request and its guest socket.
 fn receive(ctl: &OwnedFd) -> Result<(SpawnRequest, OwnedFd), String> {
     let mut buf = vec![0u8; 64 << 10];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = loop {
-        match recvmsg::<()>(ctl.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.map_err(|e| format!("waiting for the sandbox: {e}"))?,
-        }
-    };
-    let mut guest = None;
-    for c in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: just received; owned by nobody else.
-                guest.get_or_insert(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    let len = msg.bytes;
-    let guest = guest.ok_or("no guest socket came with the sandbox")?;
+    let (len, fds) = super::fdpass::recv(ctl.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(|e| format!("waiting for the sandbox: {e}"))?;
+    let guest = fds.into_iter().next().ok_or("no guest socket came with the sandbox")?;
     let req = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad sandbox request: {e}"))?;
     Ok((req, guest))
 }

@@ -14,17 +14,14 @@
 //! zygote never does it). See [`ZygoteRequest`] for parked (conceived) children.
 
 use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use super::seccomp::{self, Filter};
-use super::{netns, setup};
+use super::{fdpass, netns, setup};
 use super::{SpawnReply, SpawnRequest, ZygoteRequest};
 
 const REQUEST_FD: RawFd = 3;
@@ -136,51 +133,23 @@ impl Zygote {
 
 /// Receives one request and the descriptor that may travel with it.
 fn receive(buf: &mut [u8]) -> Result<Option<(ZygoteRequest, Option<OwnedFd>)>, String> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
-    let (len, fds) = loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(REQUEST_FD, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Ok(msg) => {
-                let fds: Vec<RawFd> = msg
-                    .cmsgs()
-                    .map_err(|e| e.to_string())?
-                    .filter_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => Some(fds),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                break (msg.bytes, fds);
-            }
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(format!("receiving request: {e}")),
-        }
-    };
+    let (len, fds) = fdpass::recv(REQUEST_FD, buf, MsgFlags::empty()).map_err(|e| format!("receiving request: {e}"))?;
     if len == 0 {
         return Ok(None);
     }
-    // SAFETY: the descriptors were just received and are owned by nobody else.
-    let mut owned: Vec<OwnedFd> = fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
     let req: ZygoteRequest = postcard::from_bytes(&buf[..len]).map_err(|e| format!("bad request: {e}"))?;
-    Ok(Some((req, owned.pop())))
+    Ok(Some((req, fds.into_iter().next())))
 }
 
 fn respond(reply: &SpawnReply, pidfd: Option<OwnedFd>) -> nix::Result<()> {
     let body = postcard::to_allocvec(reply).map_err(|_| Errno::EINVAL)?;
     let fds: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
-    send_with_fds(REQUEST_FD, &body, &fds)
-}
-
-fn send_with_fds(sock: RawFd, body: &[u8], fds: &[RawFd]) -> nix::Result<()> {
-    let iov = [IoSlice::new(body)];
-    let cmsgs = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsgs };
-    sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::empty(), None).map(drop)
+    fdpass::send(REQUEST_FD, &body, &fds)
 }
 
 fn send_request(ctl: &OwnedFd, req: &SpawnRequest, guest: &OwnedFd) -> Result<(), String> {
     let body = postcard::to_allocvec(req).map_err(|e| e.to_string())?;
-    send_with_fds(ctl.as_raw_fd(), &body, &[guest.as_raw_fd()]).map_err(|e| format!("handing over the sandbox: {e}"))
+    fdpass::send(ctl.as_raw_fd(), &body, &[guest.as_raw_fd()]).map_err(|e| format!("handing over the sandbox: {e}"))
 }
 
 /// The user namespace is not among them: the child builds its mounts as the
