@@ -8,11 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use reins_types::Limits;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
-use crate::cgroup::Cgroups;
 use crate::ns::ZygoteRequest;
 use crate::runtime::Inner;
 use crate::sandbox::Pidfd;
@@ -64,30 +62,14 @@ impl Inner {
         if self.embryo_target.load(Ordering::SeqCst) == 0 {
             return Ok(());
         }
-        let mut slot = self.slots.acquire()?;
         // Whatever limits the slot has are fine for a parked child (ours, tiny);
         // the sandbox's own are applied when it hatches.
-        let prepared = if slot.applied().is_empty() {
-            let limits = Limits::default();
-            let procs = self.cgroups.prepare(slot.index, &limits, "");
-            if procs.is_ok() {
-                slot.record(Cgroups::key(&limits));
-            }
-            procs
-        } else {
-            self.cgroups.ensure(slot.index)
-        };
-        let cgroup_procs = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                self.slots.release(slot);
-                return Err(e);
-            }
-        };
+        let (slot, cgroup_procs) = self.claim_slot(None)?;
         let zygote = self.pick_zygote();
-        let conceived = self.zygotes[zygote].lock().await.call(&ZygoteRequest::Conceive { cgroup_procs }, None).await;
+        let conceived =
+            self.zygotes[zygote].lock().await.clone_child(&ZygoteRequest::Conceive { cgroup_procs }, None).await;
         match conceived {
-            Ok((pid, Some(pidfd))) => {
+            Ok((pid, pidfd)) => {
                 let embryo = Embryo { slot, pid, pidfd, zygote };
                 // Checked under the lock `clear_embryos` also takes to lower the target.
                 let unwanted = {
@@ -103,10 +85,6 @@ impl Inner {
                     self.discard(embryo).await;
                 }
                 Ok(())
-            }
-            Ok((_, None)) => {
-                self.slots.release(slot);
-                Err(Error::Helper("zygote reply without pidfd".into()))
             }
             Err(e) => {
                 self.slots.release(slot);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use reins_types::SandboxSpec;
+use reins_types::{Limits, SandboxSpec};
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -161,11 +161,10 @@ impl Runtime {
             skeleton: self.inner.skeleton(slot).to_string_lossy().into_owned(),
         };
         if let Some(mut embryo) = self.inner.take_embryo() {
-            if let Err(e) = self.inner.cgroups.prepare(embryo.slot.index, &spec.limits, embryo.slot.applied()) {
+            if let Err(e) = self.inner.limit(&mut embryo.slot, &spec.limits) {
                 self.inner.discard(embryo).await;
                 return Err(e);
             }
-            embryo.slot.record(Cgroups::key(&spec.limits));
             let req = request(&embryo.slot, Vec::new());
             match self.hatch(spec, &req, embryo).await {
                 // The parked child was gone: start a fresh one instead.
@@ -174,15 +173,7 @@ impl Runtime {
                 Ok(sb) => return Ok(sb),
             }
         }
-        let mut slot = self.inner.slots.acquire()?;
-        let cgroup_procs = match self.inner.cgroups.prepare(slot.index, &spec.limits, slot.applied()) {
-            Ok(p) => p,
-            Err(e) => {
-                self.inner.slots.release(slot);
-                return Err(e);
-            }
-        };
-        slot.record(Cgroups::key(&spec.limits));
+        let (slot, cgroup_procs) = self.inner.claim_slot(Some(&spec.limits))?;
         let req = request(&slot, cgroup_procs);
         self.spawn(spec, &req, slot).await
     }
@@ -219,15 +210,11 @@ impl Runtime {
         };
         let spawned = {
             let zygote = self.inner.zygotes[self.inner.pick_zygote()].lock().await;
-            zygote.call(&ZygoteRequest::Spawn { req: req.clone() }, Some(&guest_end)).await
+            zygote.clone_child(&ZygoteRequest::Spawn { req: req.clone() }, Some(&guest_end)).await
         };
         drop(guest_end);
         let (pid, pidfd) = match spawned {
-            Ok((pid, Some(pidfd))) => (pid, pidfd),
-            Ok((_, None)) => {
-                self.inner.slots.release(slot);
-                return Err(Error::Helper("zygote reply without pidfd".into()));
-            }
+            Ok(child) => child,
             Err(e) => {
                 self.inner.slots.release(slot);
                 return Err(e);
@@ -267,6 +254,33 @@ impl Runtime {
 }
 
 impl Inner {
+    /// Applies `limits` to a held slot's cgroups (rewritten only when the
+    /// slot's record differs), records them, and returns its `cgroup.procs` files.
+    pub fn limit(&self, slot: &mut Slot, limits: &Limits) -> Result<Vec<String>, Error> {
+        let procs = self.cgroups.prepare(slot.index, limits, slot.applied())?;
+        slot.record(Cgroups::key(limits));
+        Ok(procs)
+    }
+
+    /// Takes a free slot with `limits` applied; with `None` it keeps the
+    /// limits it has (the defaults on a slot never used). The slot is
+    /// released again if its cgroups cannot be prepared.
+    pub fn claim_slot(&self, limits: Option<&Limits>) -> Result<(Slot, Vec<String>), Error> {
+        let mut slot = self.slots.acquire()?;
+        let prepared = match limits {
+            Some(l) => self.limit(&mut slot, l),
+            None if slot.applied().is_empty() => self.limit(&mut slot, &Limits::default()),
+            None => self.cgroups.ensure(slot.index),
+        };
+        match prepared {
+            Ok(procs) => Ok((slot, procs)),
+            Err(e) => {
+                self.slots.release(slot);
+                Err(e)
+            }
+        }
+    }
+
     pub fn pick_zygote(&self) -> usize {
         self.next_zygote.fetch_add(1, Ordering::Relaxed) % self.zygotes.len()
     }

@@ -48,6 +48,15 @@ impl Zygote {
         Ok(Self { sock, child })
     }
 
+    /// Like [`Zygote::call`] for requests that clone a child (`Conceive`,
+    /// `Spawn`): the answer must carry the child's pidfd.
+    pub async fn clone_child(&self, req: &ZygoteRequest, guest: Option<&OwnedFd>) -> Result<(i32, OwnedFd), Error> {
+        match self.call(req, guest).await? {
+            (pid, Some(pidfd)) => Ok((pid, pidfd)),
+            (_, None) => Err(Error::Helper("zygote reply without pidfd".into())),
+        }
+    }
+
     /// Sends one request (with the guest socket, if any) and waits for the
     /// answer: the child's host pid, and a pidfd when a child was cloned.
     pub async fn call(&self, req: &ZygoteRequest, guest: Option<&OwnedFd>) -> Result<(i32, Option<OwnedFd>), Error> {
