@@ -77,6 +77,15 @@ pub struct Output {
     pub status: ExitStatus,
 }
 
+/// Why a sandbox stopped answering: its timeout, or anything else.
+pub(crate) fn ended(timed_out: &AtomicBool) -> Error {
+    if timed_out.load(Ordering::SeqCst) {
+        Error::Timeout
+    } else {
+        Error::Gone
+    }
+}
+
 /// A running command: its events, and handles for stdin, signals and resize.
 #[derive(Debug)]
 pub struct Exec {
@@ -99,18 +108,13 @@ impl Exec {
             Some(Event::Started { pid, .. }) => pid,
             Some(Event::Error { message, .. }) => return Err(Error::Exec(message)),
             Some(other) => return Err(Error::Protocol(format!("unexpected event {other:?}"))),
-            None if timed_out.load(Ordering::SeqCst) => return Err(Error::Timeout),
-            None => return Err(Error::Gone),
+            None => return Err(ended(&timed_out)),
         };
         Ok(Self { id, pid, conn, events, timed_out, done: false })
     }
 
     fn gone(&self) -> Error {
-        if self.timed_out.load(Ordering::SeqCst) {
-            Error::Timeout
-        } else {
-            Error::Gone
-        }
+        ended(&self.timed_out)
     }
 
     /// The command's pid inside the sandbox.

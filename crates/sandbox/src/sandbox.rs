@@ -131,11 +131,7 @@ impl Sandbox {
     }
 
     fn gone(&self) -> Error {
-        if self.timed_out() {
-            Error::Timeout
-        } else {
-            Error::Gone
-        }
+        crate::exec::ended(&self.timed_out)
     }
 
     /// Starts a command.
