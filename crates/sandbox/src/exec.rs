@@ -160,6 +160,41 @@ impl Exec {
 
     /// Sends bytes to the command's stdin (or terminal).
     pub async fn write_stdin(&self, data: &[u8]) -> Result<(), Error> {
+        self.control().write_stdin(data).await
+    }
+
+    /// Closes stdin (sends end-of-file on a terminal).
+    pub async fn close_stdin(&self) -> Result<(), Error> {
+        self.control().close_stdin().await
+    }
+
+    /// Sends signal `signal` to the command's process group.
+    pub async fn signal(&self, signal: i32) -> Result<(), Error> {
+        self.control().signal(signal).await
+    }
+
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), Error> {
+        self.control().resize(cols, rows).await
+    }
+
+    /// A handle for stdin, signals and resize that can live apart from the
+    /// event stream (for example in another task or request).
+    pub fn control(&self) -> ExecControl {
+        ExecControl { id: self.id, conn: Arc::clone(&self.conn) }
+    }
+}
+
+/// Sends input, signals and terminal sizes to a running command; cheap to clone.
+/// Once the command has ended its sends are ignored by the guest.
+#[derive(Debug, Clone)]
+pub struct ExecControl {
+    id: u32,
+    conn: Arc<Conn>,
+}
+
+impl ExecControl {
+    /// Sends bytes to the command's stdin (or terminal).
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<(), Error> {
         for chunk in data.chunks(CHUNK) {
             self.conn.send(&Request::Stdin { id: self.id, data: chunk.to_vec() }).await?;
         }

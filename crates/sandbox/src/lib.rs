@@ -26,7 +26,7 @@ pub use backend::{Backend, BackendKind};
 pub use cgroup::{Cgroups, Layout};
 pub use cleanup::{cleanup, Cleanup};
 pub use error::Error;
-pub use exec::{Exec, ExecEvent, ExecRequest, Output, User};
+pub use exec::{Exec, ExecControl, ExecEvent, ExecRequest, Output, User};
 pub use reins_guest::proto::{EntryInfo, ExitStatus, FileKind, FsError, FsErrorKind, WatchKind};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use sandbox::{Sandbox, Watch, WatchEvent};

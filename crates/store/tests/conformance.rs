@@ -1,0 +1,262 @@
+//! Every repository, run against SQLite and PostgreSQL with the same
+//! assertions. PostgreSQL comes from `REINS_TEST_POSTGRES`
+//! (default `postgres://postgres@127.0.0.1:5432/test`); each test gets its
+//! own schema, so runs never collide.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use reins_store::{
+    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, Store, DEFAULT_TENANT,
+};
+
+struct Db {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("reins.db").display());
+    Db { store: Store::connect(&url).await.expect("sqlite store"), _dir: Some(dir), schema: None }
+}
+
+fn pg_base() -> String {
+    std::env::var("REINS_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn postgres() -> Db {
+    let schema = format!("reins_t_{}", sandbox_id());
+    let admin = Store::connect_raw(&pg_base()).await.expect("postgres at REINS_TEST_POSTGRES");
+    admin.execute_raw(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    admin.close().await;
+    let url = format!("{}?options=-c%20search_path%3D{schema}", pg_base());
+    Db { store: Store::connect(&url).await.expect("postgres store"), _dir: None, schema: Some(schema) }
+}
+
+impl Db {
+    async fn finish(self) {
+        self.store.close().await;
+        if let Some(schema) = self.schema {
+            let admin = Store::connect_raw(&pg_base()).await.expect("postgres");
+            admin.execute_raw(&format!("DROP SCHEMA {schema} CASCADE")).await.expect("drop schema");
+            admin.close().await;
+        }
+    }
+}
+
+/// Runs `body` on both engines.
+async fn both<F, Fut>(body: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in [sqlite().await, postgres().await] {
+        body(db.store.clone()).await;
+        db.finish().await;
+    }
+}
+
+fn new_sandbox(tenant: &str, meta: &[(&str, &str)]) -> NewSandbox {
+    NewSandbox {
+        id: sandbox_id(),
+        tenant_id: tenant.into(),
+        node_id: "node_a".into(),
+        template: "base".into(),
+        spec: "{}".into(),
+        metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        expires_ms: now_ms() + 60_000,
+    }
+}
+
+#[tokio::test]
+async fn tenants_are_created_listed_and_unique() {
+    both(|s| async move {
+        let t = s.create_tenant("acme", Some(3)).await.expect("create");
+        assert_eq!(s.tenant(&t.id).await.expect("get"), t);
+        assert!(matches!(s.create_tenant("acme", None).await, Err(Error::Conflict(_))));
+        let names: Vec<_> = s.tenants().await.expect("list").into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["default", "acme"]);
+        assert!(matches!(s.tenant("tn_nope").await, Err(Error::NotFound)));
+        s.set_tenant_quota(&t.id, 9).await.expect("quota");
+        assert_eq!(s.tenant(&t.id).await.expect("get").max_sandboxes, 9);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_authenticate_until_revoked_and_stay_in_their_tenant() {
+    both(|s| async move {
+        let t = s.create_tenant("acme", None).await.expect("tenant");
+        assert!(!s.has_admin_key().await.expect("admin?"));
+        let (admin, admin_secret) = s.create_key(DEFAULT_TENANT, "admin", true).await.expect("admin key");
+        assert!(s.has_admin_key().await.expect("admin?"));
+        let (key, secret) = s.create_key(&t.id, "ci", false).await.expect("key");
+        assert!(secret.starts_with(&key.prefix));
+        let p = s.authenticate(&secret).await.expect("auth").expect("valid");
+        assert_eq!((p.tenant_id.as_str(), p.admin), (t.id.as_str(), false));
+        assert!(s.authenticate(&admin_secret).await.expect("auth").expect("valid").admin);
+        assert_eq!(s.authenticate("reins_wrong").await.expect("auth"), None);
+        // Another tenant cannot revoke it, and does not see it.
+        assert!(matches!(s.revoke_key(DEFAULT_TENANT, &key.id).await, Err(Error::NotFound)));
+        assert_eq!(s.keys(DEFAULT_TENANT).await.expect("keys"), vec![admin]);
+        s.revoke_key(&t.id, &key.id).await.expect("revoke");
+        assert_eq!(s.authenticate(&secret).await.expect("auth"), None);
+        assert!(s.keys(&t.id).await.expect("keys")[0].revoked_ms.is_some());
+        assert!(matches!(s.create_key("tn_nope", "x", false).await, Err(Error::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn join_tokens_admit_one_node_once() {
+    both(|s| async move {
+        let token = s.create_join_token(60_000).await.expect("token");
+        let node = Node {
+            id: "node_a".into(),
+            name: "a".into(),
+            cert_sha256: "ab".repeat(32),
+            joined_ms: now_ms(),
+            seen_ms: now_ms(),
+        };
+        s.join_node(&token, &node).await.expect("join");
+        let again = Node { id: "node_b".into(), cert_sha256: "cd".repeat(32), ..node.clone() };
+        assert!(matches!(s.join_node(&token, &again).await, Err(Error::NotFound)), "token reused");
+        let expired = s.create_join_token(-1).await.expect("token");
+        assert!(matches!(s.join_node(&expired, &again).await, Err(Error::NotFound)), "expired token");
+        assert_eq!(s.node_by_cert(&"ab".repeat(32)).await.expect("lookup"), Some(node.clone()));
+        assert_eq!(s.node_by_cert(&"cd".repeat(32)).await.expect("lookup"), None);
+        assert_eq!(s.nodes().await.expect("nodes").len(), 1);
+        s.remove_node("node_a").await.expect("remove");
+        assert_eq!(s.node_by_cert(&"ab".repeat(32)).await.expect("lookup"), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sandboxes_respect_quota_and_free_it_once() {
+    both(|s| async move {
+        let t = s.create_tenant("acme", Some(2)).await.expect("tenant");
+        let a = s.insert_sandbox(&new_sandbox(&t.id, &[])).await.expect("a");
+        s.insert_sandbox(&new_sandbox(&t.id, &[])).await.expect("b");
+        assert!(matches!(s.insert_sandbox(&new_sandbox(&t.id, &[])).await, Err(Error::Quota { limit: 2 })));
+        assert!(s.end_sandbox(&a.id, EndReason::Deleted).await.expect("end"));
+        assert!(!s.end_sandbox(&a.id, EndReason::Deleted).await.expect("end twice"), "ended twice");
+        assert_eq!(s.tenant(&t.id).await.expect("tenant").active, 1);
+        s.insert_sandbox(&new_sandbox(&t.id, &[])).await.expect("c fits again");
+        let ended = s.sandbox(&t.id, &a.id).await.expect("get");
+        assert_eq!((ended.state, ended.end_reason.as_deref()), (SandboxState::Ended, Some("deleted")));
+        assert!(matches!(s.insert_sandbox(&new_sandbox("tn_nope", &[])).await, Err(Error::NotFound)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_exceed_the_quota() {
+    both(|s| async move {
+        let t = s.create_tenant("acme", Some(5)).await.expect("tenant");
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (s, t) = (s.clone(), t.id.clone());
+                tokio::spawn(async move { s.insert_sandbox(&new_sandbox(&t, &[])).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.expect("join") {
+                Ok(_) => ok += 1,
+                Err(Error::Quota { .. }) => {}
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!(ok, 5);
+        assert_eq!(s.tenant(&t.id).await.expect("tenant").active, 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sandboxes_are_tenant_scoped_filtered_and_paged() {
+    both(|s| async move {
+        let t = s.create_tenant("acme", None).await.expect("tenant");
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let env = if i % 2 == 0 { "prod" } else { "dev" };
+            ids.push(
+                s.insert_sandbox(&new_sandbox(&t.id, &[("env", env), ("n", &i.to_string())])).await.expect("ins").id,
+            );
+        }
+        let other = s.insert_sandbox(&new_sandbox(DEFAULT_TENANT, &[("env", "prod")])).await.expect("other");
+        assert!(matches!(s.sandbox(&t.id, &other.id).await, Err(Error::NotFound)), "cross-tenant get");
+        assert!(matches!(s.end_sandbox("nope", EndReason::Deleted).await, Ok(false)));
+
+        let mut seen = Vec::new();
+        let mut filter = SandboxFilter { limit: 3, ..Default::default() };
+        loop {
+            let page = s.sandboxes(&t.id, &filter).await.expect("page");
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.into_iter().map(|r| r.id));
+            match page.next {
+                Some(next) => filter.cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        assert_eq!(seen.iter().collect::<std::collections::BTreeSet<_>>(), ids.iter().collect());
+
+        let prod = SandboxFilter {
+            metadata: BTreeMap::from([("env".into(), "prod".into())]),
+            limit: 100,
+            ..Default::default()
+        };
+        assert_eq!(s.sandboxes(&t.id, &prod).await.expect("prod").items.len(), 4);
+        s.set_sandbox_state(&t.id, &ids[0], SandboxState::Paused).await.expect("pause");
+        let paused = SandboxFilter { states: vec![SandboxState::Paused], limit: 100, ..Default::default() };
+        let page = s.sandboxes(&t.id, &paused).await.expect("paused");
+        assert_eq!(page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![ids[0].clone()]);
+        assert!(matches!(
+            s.sandboxes(&t.id, &SandboxFilter { cursor: Some("!!".into()), ..Default::default() }).await,
+            Err(Error::Conflict(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expiry_state_and_purge() {
+    both(|s| async move {
+        let mut n = new_sandbox(DEFAULT_TENANT, &[("a", "b")]);
+        n.expires_ms = now_ms() - 1;
+        let old = s.insert_sandbox(&n).await.expect("old");
+        let young = s.insert_sandbox(&new_sandbox(DEFAULT_TENANT, &[])).await.expect("young");
+        let expired: Vec<_> = s.expired_sandboxes(now_ms()).await.expect("expired").into_iter().map(|r| r.id).collect();
+        assert_eq!(expired, vec![old.id.clone()]);
+        s.set_sandbox_expiry(DEFAULT_TENANT, &old.id, now_ms() + 60_000).await.expect("extend");
+        assert!(s.expired_sandboxes(now_ms()).await.expect("expired").is_empty());
+        assert!(matches!(s.set_sandbox_expiry("tn_other", &old.id, 0).await, Err(Error::NotFound)));
+        assert_eq!(s.node_sandboxes("node_a").await.expect("node").len(), 2);
+        s.end_sandbox(&old.id, EndReason::Timeout).await.expect("end");
+        assert!(matches!(
+            s.set_sandbox_state(DEFAULT_TENANT, &old.id, SandboxState::Paused).await,
+            Err(Error::NotFound)
+        ));
+        assert_eq!(s.sandbox_counts().await.expect("counts"), vec![("running".to_string(), 1)]);
+        assert_eq!(s.purge_ended(now_ms() + 1).await.expect("purge"), 1);
+        assert!(matches!(s.sandbox(DEFAULT_TENANT, &old.id).await, Err(Error::NotFound)));
+        assert!(s.sandbox(DEFAULT_TENANT, &young.id).await.is_ok());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn committed_data_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("reins.db").display());
+    let s = Store::connect(&url).await.expect("store");
+    let t = s.create_tenant("acme", None).await.expect("tenant");
+    drop(s);
+    let s = Store::connect(&url).await.expect("reopen");
+    assert_eq!(s.tenant(&t.id).await.expect("tenant").name, "acme");
+    assert!(Store::connect("mysql://x").await.is_err());
+}
