@@ -1,0 +1,122 @@
+//! The node protocol: what the control plane asks of an execution node.
+//!
+//! It is HTTP/2 over mutually authenticated TLS. The node dials the control
+//! plane's node gateway (so nodes behind NAT work) and then serves these
+//! routes on that connection; the control plane is the HTTP client. Bodies
+//! are JSON, exec output is a stream of newline-delimited [`ExecFrame`]s,
+//! and errors are [`crate::ErrorBody`] with an HTTP status.
+
+use std::collections::BTreeMap;
+
+use reins_types::SandboxSpec;
+use serde::{Deserialize, Serialize};
+
+/// Route prefix of every node route.
+pub const PREFIX: &str = "/node/v1";
+
+/// `POST /node/v1/sandboxes`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSandbox {
+    /// Chosen by the control plane; unique in the cluster.
+    pub id: String,
+    pub spec: SandboxSpec,
+}
+
+/// `GET /node/v1/status`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: String,
+    pub version: String,
+    pub capacity: Capacity,
+    /// Sandboxes this node runs now, by id.
+    pub sandboxes: Vec<String>,
+    /// Memory promised to running sandboxes (sum of their limits).
+    pub memory_reserved_bytes: u64,
+}
+
+/// What a node can host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub max_sandboxes: u32,
+    pub memory_bytes: u64,
+    pub cpus: u32,
+}
+
+/// `POST /node/v1/sandboxes/{id}/exec`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    /// Run as root (still without capabilities) instead of `user`.
+    pub root: bool,
+    /// Written to stdin first.
+    pub stdin: Vec<u8>,
+    /// Keep stdin open for later writes; otherwise it is closed after `stdin`.
+    pub keep_stdin: bool,
+    /// Run on a terminal of (cols, rows).
+    pub pty: Option<(u16, u16)>,
+    pub timeout_ms: u64,
+}
+
+/// One line of an exec's output stream. Data is base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum ExecFrame {
+    Start { pid: i32 },
+    Stdout { b64: String },
+    Stderr { b64: String },
+    Exit { code: Option<i32>, signal: Option<i32>, timed_out: bool },
+    Error { code: String, message: String },
+}
+
+/// `POST /node/v1/sandboxes/{id}/exec/{pid}/signal`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub signal: i32,
+}
+
+/// `POST /node/v1/sandboxes/{id}/exec/{pid}/resize`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// Query of the node's file routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileQuery {
+    pub path: String,
+    #[serde(default)]
+    pub root: bool,
+    #[serde(default)]
+    pub depth: Option<u32>,
+    #[serde(default)]
+    pub recursive: Option<bool>,
+    #[serde(default)]
+    pub parents: Option<bool>,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// `POST /v1/nodes/join` on the control plane's public API: a node proves a
+/// one-time token and registers its self-signed client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub token: String,
+    /// A name for the node (its host name by default).
+    pub name: String,
+    /// The node's client certificate, PEM; its SHA-256 becomes the node's identity.
+    pub cert_pem: String,
+}
+
+/// The answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinResponse {
+    pub node_id: String,
+    /// `host:port` of the node gateway to dial.
+    pub gateway: String,
+    /// The gateway's certificate, PEM: the node trusts exactly this one.
+    pub gateway_cert_pem: String,
+}

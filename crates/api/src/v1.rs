@@ -1,0 +1,343 @@
+//! The public API's request and response bodies. Requests reject unknown
+//! fields; times are milliseconds since the Unix epoch (`*_ms`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /v1/sandboxes`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// Template name; `base` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// CPUs (fractions allowed), default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB, default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Process limit, default 256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    /// Writable-layer size limit in MiB, default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+    /// Environment of every command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Free-form labels to find the sandbox by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds until the sandbox is released; the server's default (300) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Where a sandbox is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Running,
+    Paused,
+    Ended,
+}
+
+/// A sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Sandbox {
+    pub id: String,
+    pub template: String,
+    pub state: SandboxState,
+    pub node_id: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub pids: u32,
+    pub disk_mb: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub created_ms: i64,
+    /// When it will be released unless extended.
+    pub expires_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<i64>,
+    /// `deleted`, `timeout`, `lost` or `failed`, once ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
+/// `GET /v1/sandboxes` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListSandboxes {
+    /// Comma-separated states (`running,paused,ended`); running and paused when absent.
+    pub state: Option<String>,
+    /// Comma-separated `key=value` pairs that must all match.
+    pub metadata: Option<String>,
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A page of sandboxes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxList {
+    pub items: Vec<Sandbox>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/sandboxes/{id}/timeout`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTimeout {
+    /// Seconds from now until release.
+    pub timeout_secs: u64,
+}
+
+/// Who a command or file operation runs as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum User {
+    #[default]
+    User,
+    Root,
+}
+
+/// `POST /v1/sandboxes/{id}/exec` and `/exec/stream`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Exec {
+    /// Program and arguments, run without a shell.
+    pub cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub user: User,
+    /// Given to the command on stdin, then end-of-file; stdin is empty otherwise
+    /// (a streamed exec keeps it open for `POST …/exec/{pid}/stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// The command is killed after this many seconds (default 60, at most the sandbox's life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The result of a buffered exec. Output is UTF-8 (lossy); at most 16 MiB of each stream is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit code, or 128 + N after signal N.
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// True when the exec timeout killed it.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// True when output beyond the limit was dropped.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// One event of a streamed exec (`data:` of a Server-Sent Event; the event name is `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ExecEvent {
+    /// The command runs; `pid` addresses it for stdin and signals.
+    Start {
+        pid: i32,
+    },
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
+    Exit {
+        exit_code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        #[serde(default)]
+        timed_out: bool,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// `POST /v1/sandboxes/{id}/exec/{pid}/stdin`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stdin {
+    #[serde(default)]
+    pub data: String,
+    /// Close stdin after `data`.
+    #[serde(default)]
+    pub eof: bool,
+}
+
+/// `POST /v1/sandboxes/{id}/exec/{pid}/signal`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// A signal number (1–64) or name such as `SIGTERM` or `KILL`.
+    pub signal: String,
+}
+
+/// The kind of a file system entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// A file or directory in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEntry {
+    pub path: String,
+    pub name: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits, such as 420 (0644).
+    pub mode: u32,
+    pub mtime_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink_target: Option<String>,
+}
+
+/// Query of the file endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FileQuery {
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    /// `user` (default) or `root`.
+    pub user: Option<User>,
+    /// For listings: how many levels (1–16, default 1).
+    pub depth: Option<u32>,
+    /// For removal: remove directories with their contents.
+    pub recursive: Option<bool>,
+}
+
+/// `POST /v1/sandboxes/{id}/files/mkdir`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mkdir {
+    pub path: String,
+    #[serde(default)]
+    pub parents: bool,
+    #[serde(default)]
+    pub user: User,
+}
+
+/// `POST /v1/sandboxes/{id}/files/move`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub user: User,
+}
+
+/// `POST /v1/tenants`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 1–64 characters of letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Concurrent sandboxes allowed (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sandboxes: Option<u32>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub max_sandboxes: i64,
+    /// Sandboxes running or paused now.
+    pub active: i64,
+    pub created_ms: i64,
+}
+
+/// `POST /v1/keys`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// A label for the key.
+    pub name: String,
+    /// The tenant to create it for; only admin keys may name another tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// An admin key manages tenants and keys (admin keys only).
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// An API key as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Key {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// The secret's first characters.
+    pub prefix: String,
+    pub admin: bool,
+    pub created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<i64>,
+}
+
+/// A new key with its secret, shown only here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: Key,
+    pub secret: String,
+}
+
+/// A template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub name: String,
+    /// Content digest (`sha256:…`).
+    pub digest: String,
+}
+
+/// `POST /v1/nodes/tokens` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JoinToken {
+    /// Give it to `reins node --join URL --token TOKEN`; it works once, for `ttl_secs`.
+    pub token: String,
+    pub ttl_secs: u64,
+}
+
+/// An execution node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub connected: bool,
+    pub joined_ms: i64,
+    pub seen_ms: i64,
+}
+
+/// A list answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
