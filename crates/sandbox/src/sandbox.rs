@@ -270,6 +270,14 @@ impl Sandbox {
         self.inner.cgroups.freeze(slot, false)
     }
 
+    /// Kills every process of the sandbox now, without waiting; requests in
+    /// flight fail with [`Error::Gone`]. [`Sandbox::destroy`] or drop cleans up.
+    pub fn kill(&self) {
+        if let Some((pidfd, slot)) = &self.life {
+            self.inner.kill(pidfd, slot);
+        }
+    }
+
     /// Kills the sandbox and waits until it is gone; its slot is then free.
     pub async fn destroy(mut self) {
         if let Some((pidfd, slot)) = self.life.take() {

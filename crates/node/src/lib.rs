@@ -1,0 +1,20 @@
+//! `reins-node` is the execution plane: it owns a sandbox runtime and serves
+//! the node protocol ([`reins_api::node`]) to the control plane.
+//!
+//! A node never listens. It joins a control plane once with a one-time token
+//! ([`join`]), keeping the identity it registered, then dials the control
+//! plane's gateway and serves HTTP/2 on that connection ([`dial`]), redialing
+//! whenever it drops. Everything a request may do is checked here again:
+//! the control plane is trusted to choose *what* runs, never to reach the
+//! host (no volumes, no host paths).
+
+mod dial;
+mod error;
+mod files;
+mod identity;
+mod routes;
+mod state;
+
+pub use dial::serve;
+pub use identity::{join, NodeIdentity};
+pub use state::{Node, NodeOptions};

@@ -1,0 +1,206 @@
+//! The node protocol's routes (see [`reins_api::node`]).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use reins_api::node::{self as proto, ExecFrame};
+use reins_sandbox::{Exec, ExecControl, ExecEvent, ExecRequest, ExitStatus, User};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::files;
+use crate::state::Node;
+
+type Shared = State<Arc<Node>>;
+
+/// Every route of the node protocol.
+pub fn router(node: Arc<Node>) -> Router {
+    let sandbox = Router::new()
+        .route("/", axum::routing::delete(destroy))
+        .route("/pause", post(pause))
+        .route("/resume", post(resume))
+        .route("/exec", post(exec))
+        .route("/exec/{pid}/stdin", post(stdin))
+        .route("/exec/{pid}/signal", post(signal))
+        .route("/exec/{pid}/resize", post(resize))
+        .merge(files::router());
+    Router::new()
+        .route("/status", get(status))
+        .route("/sandboxes", post(create))
+        .route("/templates", get(templates))
+        .nest("/sandboxes/{id}", sandbox)
+        .with_state(node)
+        .pipe(|r| Router::new().nest(proto::PREFIX, r))
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+async fn status(State(node): Shared) -> Json<proto::Status> {
+    Json(node.status())
+}
+
+async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> Result<StatusCode, ApiError> {
+    node.create(req.id, req.spec).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn templates(State(node): Shared) -> Result<Json<Vec<reins_api::v1::Template>>, ApiError> {
+    let list = node.runtime().templates().list()?;
+    Ok(Json(list.into_iter().map(|t| reins_api::v1::Template { name: t.name, digest: t.digest }).collect()))
+}
+
+async fn destroy(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    node.destroy(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    node.get(&id)?.pause()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resume(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    node.get(&id)?.resume()?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto::Exec>) -> Result<Response, ApiError> {
+    let sandbox = node.get(&id)?;
+    let request = ExecRequest {
+        argv: req.cmd,
+        env: req.env.into_iter().collect(),
+        cwd: req.cwd,
+        user: if req.root { User::Root } else { User::User },
+        pty: req.pty,
+    };
+    let exec = sandbox.exec(request).await?;
+    drop(sandbox);
+    let control = exec.control();
+    if !req.stdin.is_empty() {
+        control.write_stdin(&req.stdin).await?;
+    }
+    if !req.keep_stdin {
+        control.close_stdin().await?;
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let timeout = Duration::from_millis(req.timeout_ms.max(1));
+    tokio::spawn(pump(node, id, exec, control, tx, timeout));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .unwrap_or_default())
+}
+
+fn line(frame: &ExecFrame) -> Bytes {
+    let mut v = serde_json::to_vec(frame).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Forwards a command's events as frames until it exits; kills it on its
+/// timeout or when the caller goes away.
+async fn pump(
+    node: Arc<Node>,
+    id: String,
+    mut exec: Exec,
+    control: ExecControl,
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    timeout: Duration,
+) {
+    let pid = exec.pid();
+    node.add_exec(&id, pid, control.clone());
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    let mut frames = vec![ExecFrame::Start { pid }];
+    loop {
+        for f in frames.drain(..) {
+            if tx.send(Ok(line(&f))).await.is_err() {
+                let _ = control.signal(libc::SIGKILL).await;
+                node.remove_exec(&id, pid);
+                return;
+            }
+        }
+        tokio::select! {
+            ev = exec.next() => match ev {
+                Ok(Some(ExecEvent::Stdout(d))) => frames.push(ExecFrame::Stdout { b64: B64.encode(d) }),
+                Ok(Some(ExecEvent::Stderr(d))) => frames.push(ExecFrame::Stderr { b64: B64.encode(d) }),
+                Ok(Some(ExecEvent::Exit(status))) => {
+                    let (code, signal) = match status {
+                        ExitStatus::Code(c) => (Some(c), None),
+                        ExitStatus::Signal(s) => (None, Some(s)),
+                    };
+                    let _ = tx.send(Ok(line(&ExecFrame::Exit { code, signal, timed_out }))).await;
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let _ = tx.send(Ok(line(&ExecFrame::Error { code: e.code.into(), message: e.message }))).await;
+                    break;
+                }
+            },
+            () = &mut deadline, if !timed_out => {
+                timed_out = true;
+                let _ = control.signal(libc::SIGKILL).await;
+            }
+            () = tx.closed() => {
+                let _ = control.signal(libc::SIGKILL).await;
+                break;
+            }
+        }
+    }
+    node.remove_exec(&id, pid);
+}
+
+async fn stdin(
+    State(node): Shared,
+    Path((id, pid)): Path<(String, i32)>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let control = node.exec(&id, pid)?;
+    if !body.is_empty() {
+        control.write_stdin(&body).await?;
+    }
+    if q.get("eof").is_some_and(|v| v == "1" || v == "true") {
+        control.close_stdin().await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn signal(
+    State(node): Shared,
+    Path((id, pid)): Path<(String, i32)>,
+    Json(req): Json<proto::Signal>,
+) -> Result<StatusCode, ApiError> {
+    if !(1..=64).contains(&req.signal) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "signal must be 1 to 64"));
+    }
+    node.exec(&id, pid)?.signal(req.signal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resize(
+    State(node): Shared,
+    Path((id, pid)): Path<(String, i32)>,
+    Json(req): Json<proto::Resize>,
+) -> Result<StatusCode, ApiError> {
+    node.exec(&id, pid)?.resize(req.cols, req.rows).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

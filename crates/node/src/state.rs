@@ -1,0 +1,189 @@
+//! The node's state: its runtime, the sandboxes it hosts and their running
+//! commands, and its capacity.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use reins_api::node::{Capacity, Status};
+use reins_sandbox::{ExecControl, Runtime, Sandbox};
+use reins_types::SandboxSpec;
+
+use crate::error::ApiError;
+use axum::http::StatusCode;
+
+/// Limits of what one node accepts.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Sandboxes at once.
+    pub max_sandboxes: u32,
+    /// Sum of the memory limits of running sandboxes. Limits are ceilings, not
+    /// reservations (an idle sandbox uses about 1 MiB), so the default is four
+    /// times the host's memory.
+    pub memory_bytes: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { max_sandboxes: 1000, memory_bytes: host_memory().saturating_mul(4) }
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, or 4 GiB when it cannot be read.
+fn host_memory() -> u64 {
+    let kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok());
+    kib.map_or(4 << 30, |k| k * 1024)
+}
+
+struct Entry {
+    sandbox: Arc<Sandbox>,
+    memory: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    sandboxes: HashMap<String, Entry>,
+    /// Creations in progress: counted against capacity already.
+    pending: u32,
+    reserved_memory: u64,
+    execs: HashMap<(String, i32), ExecControl>,
+}
+
+/// One execution node.
+pub struct Node {
+    id: String,
+    runtime: Runtime,
+    opts: NodeOptions,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).field("opts", &self.opts).finish()
+    }
+}
+
+impl Node {
+    pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Arc<Self> {
+        Arc::new(Self { id, runtime, opts, inner: Mutex::new(Inner::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn status(&self) -> Status {
+        let inner = self.lock();
+        Status {
+            node_id: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            capacity: Capacity {
+                max_sandboxes: self.opts.max_sandboxes,
+                memory_bytes: self.opts.memory_bytes,
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            },
+            sandboxes: inner.sandboxes.keys().cloned().collect(),
+            memory_reserved_bytes: inner.reserved_memory,
+        }
+    }
+
+    /// Starts sandbox `id`, within capacity.
+    pub async fn create(&self, id: String, spec: SandboxSpec) -> Result<(), ApiError> {
+        if !spec.volumes.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "host volumes are not accepted by a node"));
+        }
+        let memory = spec.limits.memory_bytes;
+        {
+            let mut inner = self.lock();
+            if inner.sandboxes.contains_key(&id) {
+                return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("sandbox {id} exists")));
+            }
+            let count = inner.sandboxes.len() as u32 + inner.pending;
+            if count >= self.opts.max_sandboxes || inner.reserved_memory + memory > self.opts.memory_bytes {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_capacity",
+                    format!("node {} is full ({count} sandboxes); retry later", self.id),
+                ));
+            }
+            inner.pending += 1;
+            inner.reserved_memory += memory;
+        }
+        let created = self.runtime.create(&spec).await;
+        let mut inner = self.lock();
+        inner.pending -= 1;
+        match created {
+            Ok(sandbox) => {
+                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory });
+                Ok(())
+            }
+            Err(e) => {
+                inner.reserved_memory -= memory;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {
+        self.lock().sandboxes.get(id).map(|e| Arc::clone(&e.sandbox)).ok_or_else(ApiError::not_found)
+    }
+
+    /// Kills and removes sandbox `id`, waiting until it is gone.
+    pub async fn destroy(&self, id: &str) -> Result<(), ApiError> {
+        let entry = {
+            let mut inner = self.lock();
+            let entry = inner.sandboxes.remove(id).ok_or_else(ApiError::not_found)?;
+            inner.reserved_memory -= entry.memory;
+            inner.execs.retain(|(sb, _), _| sb != id);
+            entry
+        };
+        entry.sandbox.kill();
+        let mut sandbox = entry.sandbox;
+        // Requests in flight hold a reference for a moment; they fail now that it is killed.
+        for _ in 0..2000 {
+            match Arc::try_unwrap(sandbox) {
+                Ok(owned) => {
+                    owned.destroy().await;
+                    return Ok(());
+                }
+                Err(shared) => sandbox = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::warn!(sandbox = id, "sandbox still referenced after 10 s; its cleanup is left to drop");
+        Ok(())
+    }
+
+    /// Destroys every sandbox (node shutdown).
+    pub async fn destroy_all(&self) {
+        let ids: Vec<String> = self.lock().sandboxes.keys().cloned().collect();
+        let tasks = ids.iter().map(|id| self.destroy(id));
+        futures_util::future::join_all(tasks).await;
+    }
+
+    pub(crate) fn add_exec(&self, sandbox: &str, pid: i32, control: ExecControl) {
+        self.lock().execs.insert((sandbox.to_owned(), pid), control);
+    }
+
+    pub(crate) fn remove_exec(&self, sandbox: &str, pid: i32) {
+        self.lock().execs.remove(&(sandbox.to_owned(), pid));
+    }
+
+    pub(crate) fn exec(&self, sandbox: &str, pid: i32) -> Result<ExecControl, ApiError> {
+        self.lock()
+            .execs
+            .get(&(sandbox.to_owned(), pid))
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no running command {pid}")))
+    }
+}
