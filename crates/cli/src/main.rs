@@ -1,8 +1,11 @@
-//! `reins`: the single Reins binary. Today it runs sandboxes locally
-//! (`reins run`), manages templates and benchmarks the runtime; the same
-//! binary also serves as the sandbox helper (see `reins_sandbox::maybe_run_helper`).
+//! `reins`: the single Reins binary. It runs the services (`reins up`,
+//! `reins server`, `reins node`), talks to them (`reins sandbox|key|tenant`),
+//! runs sandboxes locally without a server (`reins run`), manages templates
+//! and benchmarks; the same binary also serves as the sandbox helper (see
+//! `reins_sandbox::maybe_run_helper`).
 
 mod bench;
+mod client;
 mod cmd;
 mod config;
 mod stats;
@@ -26,6 +29,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane and a local node, with embedded defaults.
+    Up(cmd::serve::UpArgs),
+    /// Run the control plane alone (nodes join it).
+    Server(cmd::serve::ServerArgs),
+    /// Run an execution node (`--join URL --token T`), or manage nodes.
+    Node(NodeTop),
+    /// Sandboxes on a Reins server.
+    #[command(subcommand)]
+    Sandbox(cmd::sandbox::SandboxCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Key(cmd::admin::KeyCmd),
+    /// Tenants (admin).
+    #[command(subcommand)]
+    Tenant(cmd::admin::TenantCmd),
     /// Run a command in a fresh sandbox and remove the sandbox afterwards.
     Run(cmd::run::RunArgs),
     /// Manage templates (root file systems of sandboxes).
@@ -39,6 +57,15 @@ enum Command {
     /// Measure the runtime.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct NodeTop {
+    #[command(subcommand)]
+    cmd: Option<cmd::admin::NodeAdminCmd>,
+    #[command(flatten)]
+    run: cmd::serve::NodeArgs,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +85,13 @@ fn main() -> ExitCode {
     let data_dir = config::data_dir(cli.data_dir);
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Up(args) => cmd::serve::up(&data_dir?, args).await,
+            Command::Server(args) => cmd::serve::server(&data_dir?, args).await,
+            Command::Node(NodeTop { cmd: Some(c), .. }) => cmd::admin::node(c).await,
+            Command::Node(NodeTop { cmd: None, run }) => cmd::serve::node(&data_dir?, run).await,
+            Command::Sandbox(c) => cmd::sandbox::run(c).await,
+            Command::Key(c) => cmd::admin::key(c).await,
+            Command::Tenant(c) => cmd::admin::tenant(c).await,
             Command::Run(args) => cmd::run::run(&data_dir?, args).await,
             Command::Template(t) => cmd::template::run(&data_dir?, t).await,
             Command::Bench(b) => bench::run(&data_dir?, b).await,

@@ -29,6 +29,7 @@ pub async fn serve(node: Arc<Node>, identity: NodeIdentity, mut shutdown: watch:
                 backoff = Duration::from_millis(50);
                 let service = TowerToHyperService::new(app.clone());
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
                     .max_concurrent_streams(4096)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);

@@ -38,6 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/status", get(status))
         .route("/sandboxes", post(create))
         .route("/templates", get(templates))
+        .route("/templates/{name}", axum::routing::delete(delete_template))
         .nest("/sandboxes/{id}", sandbox)
         .with_state(node)
         .pipe(|r| Router::new().nest(proto::PREFIX, r))
@@ -62,6 +63,11 @@ async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> R
 async fn templates(State(node): Shared) -> Result<Json<Vec<reins_api::v1::Template>>, ApiError> {
     let list = node.runtime().templates().list()?;
     Ok(Json(list.into_iter().map(|t| reins_api::v1::Template { name: t.name, digest: t.digest }).collect()))
+}
+
+async fn delete_template(State(node): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    node.runtime().templates().remove(&name)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn destroy(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

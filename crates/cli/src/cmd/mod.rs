@@ -1,5 +1,10 @@
 //! One module per subcommand.
 
+pub mod admin;
 pub mod cleanup;
+pub mod cp;
 pub mod run;
+pub mod sandbox;
+pub mod serve;
+pub mod table;
 pub mod template;

@@ -1,0 +1,274 @@
+//! `reins up`, `reins server` and `reins node`: the long-running services.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use reins_node::{Node, NodeIdentity, NodeOptions};
+use reins_server::{Limits, Server, ServerOptions};
+use reins_tls::Identity;
+use tokio::sync::watch;
+
+use crate::client::ClientConfig;
+use crate::config;
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Serve the API over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API over TLS with a generated test CA and certificate
+    /// (the CA is written to DATA/tls/ca.pem and into the CLI config).
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// API address.
+    #[arg(long, env = "REINS_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Database; the embedded SQLite file DATA/reins.db by default.
+    #[arg(long, env = "REINS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Sandboxes the local node runs at once.
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: u32,
+    /// Default sandbox timeout in seconds.
+    #[arg(long, default_value_t = 300)]
+    default_timeout: u64,
+    /// Longest sandbox timeout in seconds.
+    #[arg(long, default_value_t = 86400)]
+    max_timeout: u64,
+    /// Do not write the CLI config (~/.config/reins/config.json).
+    #[arg(long)]
+    no_config: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[arg(long, env = "REINS_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where nodes connect.
+    #[arg(long, default_value = "0.0.0.0:7071")]
+    gateway_listen: SocketAddr,
+    /// `host:port` nodes are told to dial (default: the gateway's address).
+    #[arg(long)]
+    gateway_advertise: Option<String>,
+    #[arg(long, env = "REINS_DATABASE_URL")]
+    database_url: Option<String>,
+    #[arg(long, default_value_t = 300)]
+    default_timeout: u64,
+    #[arg(long, default_value_t = 86400)]
+    max_timeout: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The control plane's API URL; runs this host as an execution node.
+    #[arg(long)]
+    join: Option<String>,
+    /// A join token from `reins node token` (needed once; the identity is kept).
+    #[arg(long, env = "REINS_JOIN_TOKEN", default_value = "")]
+    token: String,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// A CA certificate to trust for an https --join URL.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: u32,
+}
+
+fn limits(default_timeout: u64, max_timeout: u64) -> Result<Limits> {
+    anyhow::ensure!(
+        default_timeout >= 1 && default_timeout <= max_timeout,
+        "--default-timeout must be between 1 and --max-timeout"
+    );
+    Ok(Limits {
+        default_timeout: std::time::Duration::from_secs(default_timeout),
+        max_timeout: std::time::Duration::from_secs(max_timeout),
+        ..Limits::default()
+    })
+}
+
+fn tls(args: &TlsArgs, data_dir: &Path, listen: SocketAddr) -> Result<(Option<Identity>, Option<String>)> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+        return Ok((Some(Identity { cert_pem: read(cert)?, key_pem: read(key)? }), None));
+    }
+    if !args.tls_self_signed {
+        if !listen.ip().is_loopback() {
+            tracing::warn!(%listen, "the API listens beyond loopback without TLS; use --tls-cert/--tls-key");
+            eprintln!("warning: the API on {listen} is not loopback and has no TLS: keys travel in clear text. Use --tls-cert/--tls-key.");
+        }
+        return Ok((None, None));
+    }
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    let (id, ca) = reins_tls::self_signed_ca(&hosts)?;
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("ca.pem"), &ca)?;
+    Ok((Some(id), Some(ca)))
+}
+
+fn database_url(flag: Option<String>, data_dir: &Path) -> String {
+    flag.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("reins.db").display()))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_admin_key(secret: &str) {
+    eprintln!("\nAdmin API key (shown once; only its hash is stored):\n\n    {secret}\n");
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// `reins up`: control plane and one local node in one process.
+pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let (tls, ca) = tls(&args.tls, data_dir, args.listen)?;
+    let is_tls = tls.is_some();
+    let server = Server::start(ServerOptions {
+        database_url: database_url(args.database_url, data_dir),
+        data_dir: data_dir.join("server"),
+        listen: args.listen,
+        gateway_listen: "127.0.0.1:0".parse()?,
+        gateway_advertise: None,
+        tls,
+        limits: limits(args.default_timeout, args.max_timeout)?,
+    })
+    .await
+    .map_err(|e| {
+        if e.chain().any(|c| c.to_string().contains("Address already in use")) {
+            e.context(format!("is another `reins up` running? Stop it, or pick another address with --listen"))
+        } else {
+            e
+        }
+    })?;
+    let url = format!("{}://{}", scheme(is_tls), server.api_addr);
+    let admin = server.bootstrap_admin().await?;
+    if let Some(secret) = &admin {
+        print_admin_key(secret);
+        if !args.no_config {
+            let path = ClientConfig { url: url.clone(), api_key: secret.clone(), ca_cert: ca.clone() }.save()?;
+            eprintln!("CLI config written to {} (reins commands use it).", path.display());
+        }
+    } else if !args.no_config {
+        ClientConfig::update_url(&url, ca.as_deref())?;
+    }
+
+    // The local node joins over loopback like any other node, once; afterwards it
+    // keeps its identity and only the gateway's (ephemeral) port is refreshed.
+    let identity = match NodeIdentity::load(data_dir)? {
+        Some(id) => id,
+        None => {
+            let token = server.join_token().await?;
+            reins_node::join(&url, &token, data_dir, "local", ca.as_deref()).await?
+        }
+    };
+    let identity = NodeIdentity { gateway: server.gateway_addr.to_string(), ..identity };
+    let runtime = config::runtime(data_dir, 2, 4)?;
+    let node = Node::new(
+        identity.node_id.clone(),
+        runtime,
+        NodeOptions { max_sandboxes: args.max_sandboxes, ..NodeOptions::default() },
+    );
+    let (stop_node, node_rx) = watch::channel(false);
+    let node_task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, node_rx));
+
+    println!("Reins is up at {url}");
+    eprintln!("  try:  reins sandbox create && reins sandbox exec ID -- echo hello");
+    eprintln!("  stop: Ctrl-C (sandboxes are removed)");
+    terminated().await;
+    eprintln!("shutting down: removing sandboxes…");
+    let _ = stop_node.send(true);
+    let _ = node_task.await;
+    server.shutdown().await;
+    node.runtime().clear_embryos().await;
+    Ok(0)
+}
+
+/// `reins server`: the control plane alone.
+pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let (tls, _) = tls(&args.tls, data_dir, args.listen)?;
+    let is_tls = tls.is_some();
+    let server = Server::start(ServerOptions {
+        database_url: database_url(args.database_url, data_dir),
+        data_dir: data_dir.join("server"),
+        listen: args.listen,
+        gateway_listen: args.gateway_listen,
+        gateway_advertise: args.gateway_advertise,
+        tls,
+        limits: limits(args.default_timeout, args.max_timeout)?,
+    })
+    .await?;
+    if let Some(secret) = server.bootstrap_admin().await? {
+        print_admin_key(&secret);
+    }
+    println!("Reins control plane at {}://{} (node gateway {})", scheme(is_tls), server.api_addr, server.gateway_addr);
+    eprintln!("  add a node: reins node token, then on the node: reins node --join URL --token TOKEN");
+    terminated().await;
+    server.shutdown().await;
+    Ok(0)
+}
+
+/// `reins node`: an execution node joined to a control plane.
+pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let join = args.join.context("pass --join URL to run a node, or use `reins node token|ls`")?;
+    let ca = args.ca_cert.as_ref().map(std::fs::read_to_string).transpose().context("reading --ca-cert")?;
+    let name = args.name.unwrap_or_else(|| {
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "node".into())
+    });
+    let identity = match NodeIdentity::load(data_dir)? {
+        Some(id) => id,
+        None => {
+            anyhow::ensure!(!args.token.is_empty(), "this node has not joined yet: pass --token (create one with `reins node token` against the control plane)");
+            reins_node::join(&join, &args.token, data_dir, &name, ca.as_deref()).await?
+        }
+    };
+    println!("node {} serving control plane gateway {}", identity.node_id, identity.gateway);
+    let runtime = config::runtime(data_dir, 2, 4)?;
+    let node = Node::new(
+        identity.node_id.clone(),
+        runtime,
+        NodeOptions { max_sandboxes: args.max_sandboxes, ..NodeOptions::default() },
+    );
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
+    terminated().await;
+    let _ = stop.send(true);
+    task.await??;
+    node.runtime().clear_embryos().await;
+    Ok(0)
+}

@@ -1,0 +1,51 @@
+//! The HTTP router of the public API.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{middleware, Router};
+
+use crate::error::ApiError;
+use crate::routes::{admin, exec, files, sandboxes, system};
+use crate::state::App;
+
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route("/sandboxes/{id}", get(sandboxes::get).delete(sandboxes::delete))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/exec", post(exec::exec))
+        .route("/sandboxes/{id}/exec/stream", post(exec::stream))
+        .route("/sandboxes/{id}/exec/{pid}/stdin", post(exec::stdin))
+        .route("/sandboxes/{id}/exec/{pid}/signal", post(exec::signal))
+        .route("/sandboxes/{id}/files", get(files::download).put(files::upload).delete(files::remove))
+        .route("/sandboxes/{id}/files/list", get(files::list))
+        .route("/sandboxes/{id}/files/stat", get(files::stat))
+        .route("/sandboxes/{id}/files/mkdir", post(files::mkdir))
+        .route("/sandboxes/{id}/files/move", post(files::rename))
+        .route("/tenants", post(admin::create_tenant).get(admin::list_tenants))
+        .route("/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/keys/{id}", delete(admin::revoke_key))
+        .route("/nodes", get(admin::list_nodes))
+        .route("/nodes/tokens", post(admin::create_join_token))
+        .route("/nodes/join", post(admin::join))
+        .route("/templates", get(admin::list_templates))
+        .route("/templates/{name}", delete(admin::delete_template))
+        .route("/openapi.json", get(system::openapi));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), crate::metrics::track))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route: see /v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(app.limits.max_body))
+        .with_state(app)
+}

@@ -1,0 +1,130 @@
+//! `reins-server` is the control plane: the public API (`/v1`), API keys and
+//! tenants, placement of sandboxes on nodes, the node gateway, the reaper
+//! of expired sandboxes, and metrics.
+//!
+//! It reaches sandboxes only through nodes, over the node protocol
+//! ([`reins_api::node`]); in `reins up` the local node dials this process's
+//! gateway over loopback like any other node.
+
+mod app;
+mod auth;
+mod error;
+mod gateway;
+mod metrics;
+mod nodes;
+mod openapi;
+mod reaper;
+mod reconcile;
+mod routes;
+mod serve;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use reins_store::{Store, DEFAULT_TENANT};
+use reins_tls::Identity;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use openapi::document as openapi_document;
+pub use state::Limits;
+
+/// How to run a control plane.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Where the gateway's identity is kept.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub gateway_listen: SocketAddr,
+    /// `host:port` nodes dial; the gateway's bound address when `None`.
+    pub gateway_advertise: Option<String>,
+    /// TLS for the public API (certificate chain and key).
+    pub tls: Option<Identity>,
+    pub limits: Limits,
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct Server {
+    pub api_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the store, binds both listeners and starts serving.
+    pub async fn start(opts: ServerOptions) -> Result<Self> {
+        let store = Store::connect(&opts.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", redact(&opts.database_url)))?;
+        let gw_identity = Identity::load_or_generate(&opts.data_dir.join("gateway"), "gateway.reins.internal")?;
+        let gateway_tls = Arc::new(reins_tls::gateway_server(&gw_identity)?);
+        let api =
+            TcpListener::bind(opts.listen).await.with_context(|| format!("binding the API to {}", opts.listen))?;
+        let gw = TcpListener::bind(opts.gateway_listen)
+            .await
+            .with_context(|| format!("binding the node gateway to {}", opts.gateway_listen))?;
+        let (api_addr, gateway_addr) = (api.local_addr()?, gw.local_addr()?);
+        let app = Arc::new(state::App {
+            store: store.clone(),
+            nodes: nodes::Nodes::default(),
+            metrics: metrics::Metrics::default(),
+            limits: opts.limits.clone(),
+            gateway_tls,
+            gateway_cert_pem: gw_identity.cert_pem.clone(),
+            gateway_addr: opts.gateway_advertise.clone().unwrap_or_else(|| gateway_addr.to_string()),
+        });
+        let (tx, rx) = watch::channel(false);
+        let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);
+        let tasks = vec![
+            tokio::spawn(serve::run(api, app::router(Arc::clone(&app)), api_tls, rx.clone())),
+            tokio::spawn(gateway::run(gw, Arc::clone(&app), rx.clone())),
+            tokio::spawn(reaper::run(Arc::clone(&app), rx)),
+        ];
+        tracing::info!(%api_addr, %gateway_addr, "control plane listening");
+        Ok(Self { api_addr, gateway_addr, store, shutdown: tx, tasks })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates the first admin key if none exists; returns its secret then.
+    pub async fn bootstrap_admin(&self) -> Result<Option<String>> {
+        if self.store.has_admin_key().await? {
+            return Ok(None);
+        }
+        let (_, secret) = self.store.create_key(DEFAULT_TENANT, "admin", true).await?;
+        Ok(Some(secret))
+    }
+
+    /// A one-time token for a node to join with.
+    pub async fn join_token(&self) -> Result<String> {
+        Ok(self.store.create_join_token(600_000).await?)
+    }
+
+    /// Stops accepting, lets open requests finish (up to a few seconds), closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,176 @@
+//! The nodes connected to this control plane, and calls to them over the
+//! node protocol.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use reins_api::node::{Status, PREFIX};
+use reins_api::ErrorBody;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// Longest wait for a node's answer to a non-streaming call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One live connection to a node.
+#[derive(Debug)]
+pub struct NodeConn {
+    pub id: String,
+    pub name: String,
+    pub connected_ms: i64,
+    sender: SendRequest<Body>,
+    status: Mutex<Option<Status>>,
+    /// Sandboxes placed since the last status, so placement spreads between heartbeats.
+    placed: AtomicU32,
+}
+
+impl NodeConn {
+    pub fn new(id: String, name: String, sender: SendRequest<Body>) -> Self {
+        Self {
+            id,
+            name,
+            connected_ms: reins_store::now_ms(),
+            sender,
+            status: Mutex::new(None),
+            placed: AtomicU32::new(0),
+        }
+    }
+
+    pub fn status(&self) -> Option<Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_status(&self, s: Status) {
+        self.placed.store(0, Ordering::Relaxed);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
+    /// Load between 0 and 1 (and beyond when over capacity).
+    fn load(&self) -> f64 {
+        let placed = f64::from(self.placed.load(Ordering::Relaxed));
+        match self.status() {
+            Some(s) => (s.sandboxes.len() as f64 + placed) / f64::from(s.capacity.max_sandboxes.max(1)),
+            None => 1.0 + placed,
+        }
+    }
+
+    /// Sends a request to the node; node-side errors come back as [`ApiError`]s.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        json: bool,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let uri = format!("https://node.reins.internal{PREFIX}{path}");
+        let mut req = Request::builder().method(method).uri(uri);
+        if json {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(body).map_err(ApiError::internal)?;
+        let mut sender = self.sender.clone();
+        let gone = |e: hyper::Error| ApiError::unavailable(format!("node {} is unreachable: {e}", self.name), 2);
+        sender.ready().await.map_err(gone)?;
+        let resp = sender.send_request(req).await.map_err(gone)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ApiError::new(status, &body.code, body.message),
+            Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "node_error", format!("node answered {status}")),
+        })
+    }
+
+    /// A JSON call with a JSON answer.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ApiError> {
+        let bytes = tokio::time::timeout(CALL_TIMEOUT, self.call_raw(method, path, body))
+            .await
+            .map_err(|_| ApiError::unavailable(format!("node {} did not answer in time", self.name), 2))??;
+        serde_json::from_slice(&bytes).map_err(ApiError::internal)
+    }
+
+    /// A JSON call whose answer is ignored.
+    pub async fn call_empty(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<(), ApiError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.call_raw(method, path, body))
+            .await
+            .map_err(|_| ApiError::unavailable(format!("node {} did not answer in time", self.name), 2))??;
+        Ok(())
+    }
+
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let body = match body {
+            Some(b) => Body::from(serde_json::to_vec(b).map_err(ApiError::internal)?),
+            None => Body::empty(),
+        };
+        let resp = self.send(method, path, body, true).await?;
+        Ok(resp.into_body().collect().await.map_err(|e| ApiError::unavailable(e.to_string(), 2))?.to_bytes())
+    }
+}
+
+/// The connected nodes.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    map: RwLock<HashMap<String, Arc<NodeConn>>>,
+}
+
+impl Nodes {
+    pub fn insert(&self, conn: Arc<NodeConn>) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(conn.id.clone(), conn);
+    }
+
+    /// Removes `conn` unless a newer connection of its node replaced it.
+    pub fn remove(&self, conn: &Arc<NodeConn>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(&conn.id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            map.remove(&conn.id);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<NodeConn>, ApiError> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().ok_or_else(|| {
+            ApiError::unavailable(format!("the node of this sandbox ({id}) is not connected; retry shortly"), 5)
+        })
+    }
+
+    pub fn all(&self) -> Vec<Arc<NodeConn>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// The least-loaded node with room for one more sandbox.
+    pub fn pick(&self) -> Result<Arc<NodeConn>, ApiError> {
+        let all = self.all();
+        if all.is_empty() {
+            return Err(ApiError::unavailable("no execution node is connected: start one with `reins node --join`", 5));
+        }
+        let best = all
+            .into_iter()
+            .map(|n| (n.load(), n))
+            .filter(|(load, _)| *load < 1.0)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, n)| n)
+            .ok_or_else(|| ApiError::unavailable("every node is at capacity; retry later", 5))?;
+        best.placed.fetch_add(1, Ordering::Relaxed);
+        Ok(best)
+    }
+}

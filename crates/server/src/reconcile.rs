@@ -1,0 +1,51 @@
+//! Reconciliation: the database and a node agree on which sandboxes exist.
+//! Sandboxes the node still runs are adopted (nothing to do); recorded ones
+//! it no longer has are marked `lost`; ones it runs that are not recorded as
+//! live are destroyed, so none is orphaned and none counted twice.
+
+use std::collections::HashSet;
+
+use axum::http::Method;
+use reins_api::node::Status;
+use reins_store::EndReason;
+
+use crate::nodes::NodeConn;
+use crate::state::App;
+
+/// Reconciles `node` against its `status`; rows created after `cutoff_ms`
+/// are left alone (they may still be starting).
+pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i64) {
+    let rows = match app.store.node_sandboxes(&node.id).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "reconcile: cannot read sandboxes");
+            return;
+        }
+    };
+    let on_node: HashSet<&str> = status.sandboxes.iter().map(String::as_str).collect();
+    let recorded: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let (mut adopted, mut lost, mut orphans) = (0, 0, 0);
+    for row in &rows {
+        if on_node.contains(row.id.as_str()) {
+            adopted += 1;
+        } else if row.created_ms < cutoff_ms {
+            if let Ok(true) = app.store.end_sandbox(&row.id, EndReason::Lost).await {
+                lost += 1;
+            }
+        }
+    }
+    for id in status.sandboxes.iter().filter(|id| !recorded.contains(id.as_str())) {
+        // A live row may have been inserted since we read: check again before destroying.
+        if app.store.node_sandboxes(&node.id).await.is_ok_and(|rows| rows.iter().any(|r| &r.id == id)) {
+            continue;
+        }
+        if node.call_empty(Method::DELETE, &format!("/sandboxes/{id}"), None::<&()>).await.is_ok() {
+            orphans += 1;
+        }
+    }
+    if lost + orphans > 0 {
+        tracing::info!(node = %node.id, adopted, lost, orphans, "reconciled node");
+    } else {
+        tracing::debug!(node = %node.id, adopted, "reconciled node");
+    }
+}

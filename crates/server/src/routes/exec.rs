@@ -1,0 +1,287 @@
+//! Running commands: buffered, or streamed as Server-Sent Events; stdin and
+//! signals for a streamed command.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Body as HttpBody;
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures_util::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use reins_api::node::{self as proto, ExecFrame};
+use reins_api::v1::{Exec, ExecEvent, ExecResult, Signal, Stdin, User};
+use reins_api::ErrorBody;
+
+use super::running;
+use crate::auth::Auth;
+use crate::error::{ApiError, Body, Path};
+use crate::nodes::NodeConn;
+use crate::state::{App, Shared};
+
+/// Output kept per stream of a buffered exec.
+const MAX_OUTPUT: usize = 16 << 20;
+const DEFAULT_EXEC_TIMEOUT: u64 = 60;
+
+fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiError> {
+    if req.cmd.is_empty() || req.cmd[0].is_empty() {
+        return Err(ApiError::bad_request("cmd must name a program"));
+    }
+    if req.cmd.iter().chain(req.env.keys()).chain(req.env.values()).any(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request("cmd and env must not contain NUL"));
+    }
+    if let Some(cwd) = &req.cwd {
+        if !cwd.starts_with('/') || cwd.contains('\0') {
+            return Err(ApiError::bad_request("cwd must be an absolute path"));
+        }
+    }
+    for k in req.env.keys() {
+        let ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(ApiError::bad_request(format!("invalid environment variable name `{k}`")));
+        }
+    }
+    let secs = req.timeout_secs.unwrap_or(DEFAULT_EXEC_TIMEOUT);
+    if secs == 0 || secs > app.limits.max_timeout.as_secs() {
+        return Err(ApiError::bad_request("timeout_secs must be between 1 and the maximum sandbox timeout"));
+    }
+    Ok(proto::Exec {
+        cmd: req.cmd,
+        env: req.env,
+        cwd: req.cwd,
+        root: req.user == User::Root,
+        stdin: req.stdin.map(String::into_bytes).unwrap_or_default(),
+        keep_stdin,
+        pty: None,
+        timeout_ms: secs * 1000,
+    })
+}
+
+/// Starts a command on `node` and returns its frames as they come.
+async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
+    let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
+    let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
+    let mut data = resp.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    Ok(async_stream(move |tx| async move {
+        while let Some(chunk) = data.next().await {
+            let Ok(chunk) = chunk else {
+                let _ = tx
+                    .send(ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() })
+                    .await;
+                return;
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if let Ok(frame) = serde_json::from_slice::<ExecFrame>(&line) {
+                    if tx.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// A stream fed by a task (the task stops when the stream is dropped).
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Turns bytes into text without splitting a UTF-8 sequence across chunks.
+#[derive(Debug, Default)]
+struct Utf8 {
+    carry: Vec<u8>,
+}
+
+impl Utf8 {
+    fn push(&mut self, data: &[u8]) -> String {
+        self.carry.extend_from_slice(data);
+        let valid = match std::str::from_utf8(&self.carry) {
+            Ok(_) => self.carry.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.carry.len(),
+        };
+        let rest = self.carry.split_off(valid);
+        let text = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry = rest;
+        text
+    }
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", tag = "exec", params(("id" = String, Path)), request_body = Exec,
+    responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn exec(
+    State(app): Shared,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<Exec>,
+) -> Result<Json<ExecResult>, ApiError> {
+    let req = node_exec(&app, req, false)?;
+    let (_, node) = running(&app, &auth, &id).await?;
+    let start = Instant::now();
+    let mut stream = Box::pin(frames(&node, &id, &req).await?);
+    let (mut out, mut err, mut truncated) = (Vec::new(), Vec::new(), false);
+    let mut keep = |buf: &mut Vec<u8>, b64: &str| {
+        let data = B64.decode(b64).unwrap_or_default();
+        let room = MAX_OUTPUT.saturating_sub(buf.len());
+        truncated |= data.len() > room;
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    };
+    while let Some(frame) = stream.next().await {
+        match frame {
+            ExecFrame::Start { .. } => {}
+            ExecFrame::Stdout { b64 } => keep(&mut out, &b64),
+            ExecFrame::Stderr { b64 } => keep(&mut err, &b64),
+            ExecFrame::Exit { code, signal, timed_out } => {
+                app.metrics.exec_seconds.observe(start.elapsed().as_secs_f64());
+                return Ok(Json(ExecResult {
+                    stdout: String::from_utf8_lossy(&out).into_owned(),
+                    stderr: String::from_utf8_lossy(&err).into_owned(),
+                    exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)),
+                    signal,
+                    timed_out,
+                    truncated,
+                }));
+            }
+            ExecFrame::Error { code, message } => return Err(ApiError::new(StatusCode::CONFLICT, &code, message)),
+        }
+    }
+    Err(ApiError::unavailable("the node ended the command's stream early", 1))
+}
+
+fn sse(ev: &ExecEvent) -> Event {
+    let name = match ev {
+        ExecEvent::Start { .. } => "start",
+        ExecEvent::Stdout { .. } => "stdout",
+        ExecEvent::Stderr { .. } => "stderr",
+        ExecEvent::Exit { .. } => "exit",
+        ExecEvent::Error { .. } => "error",
+    };
+    Event::default().event(name).json_data(ev).unwrap_or_default()
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/stream", tag = "exec", params(("id" = String, Path)), request_body = Exec,
+    responses((status = 200, description = "Server-Sent Events, one `ExecEvent` each", content_type = "text/event-stream", body = ExecEvent),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn stream(
+    State(app): Shared,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<Exec>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let keep_stdin = req.stdin.is_none();
+    let req = node_exec(&app, req, keep_stdin)?;
+    let (_, node) = running(&app, &auth, &id).await?;
+    let frames = frames(&node, &id, &req).await?;
+    let start = Instant::now();
+    let (mut out, mut err) = (Utf8::default(), Utf8::default());
+    let events = frames.map(move |frame| {
+        let ev = match frame {
+            ExecFrame::Start { pid } => ExecEvent::Start { pid },
+            ExecFrame::Stdout { b64 } => ExecEvent::Stdout { data: out.push(&B64.decode(b64).unwrap_or_default()) },
+            ExecFrame::Stderr { b64 } => ExecEvent::Stderr { data: err.push(&B64.decode(b64).unwrap_or_default()) },
+            ExecFrame::Exit { code, signal, timed_out } => {
+                app.metrics.exec_seconds.observe(start.elapsed().as_secs_f64());
+                ExecEvent::Exit { exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)), signal, timed_out }
+            }
+            ExecFrame::Error { code, message } => ExecEvent::Error { code, message },
+        };
+        Ok(sse(&ev))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/{pid}/stdin", tag = "exec",
+    params(("id" = String, Path), ("pid" = i32, Path)), request_body = Stdin,
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn stdin(
+    State(app): Shared,
+    auth: Auth,
+    Path((id, pid)): Path<(String, i32)>,
+    Body(req): Body<Stdin>,
+) -> Result<StatusCode, ApiError> {
+    let (_, node) = running(&app, &auth, &id).await?;
+    let path = format!("/sandboxes/{id}/exec/{pid}/stdin{}", if req.eof { "?eof=1" } else { "" });
+    let resp = node.send(Method::POST, &path, HttpBody::from(req.data.into_bytes()), false).await?;
+    let _ = resp.into_body().collect().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A signal number from `9`, `KILL` or `SIGKILL`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    })
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/{pid}/signal", tag = "exec",
+    params(("id" = String, Path), ("pid" = i32, Path)), request_body = Signal,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn signal(
+    State(app): Shared,
+    auth: Auth,
+    Path((id, pid)): Path<(String, i32)>,
+    Body(req): Body<Signal>,
+) -> Result<StatusCode, ApiError> {
+    let signal =
+        parse_signal(&req.signal).ok_or_else(|| ApiError::bad_request(format!("unknown signal `{}`", req.signal)))?;
+    let (_, node) = running(&app, &auth, &id).await?;
+    node.call_empty(Method::POST, &format!("/sandboxes/{id}/exec/{pid}/signal"), Some(&proto::Signal { signal }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_never_split() {
+        let mut u = Utf8::default();
+        let bytes = "héllo".as_bytes();
+        let a = u.push(&bytes[..2]);
+        let b = u.push(&bytes[2..]);
+        assert_eq!(format!("{a}{b}"), "héllo");
+        assert_eq!(Utf8::default().push(&[0xff, b'a']), "\u{fffd}a");
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("INT"), Some(2));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("65"), None);
+        assert_eq!(parse_signal("BOGUS"), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Sandboxes: create, list, get, delete, timeout, pause, resume.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::Json;
+use reins_api::v1::{self, CreateSandbox, ListSandboxes, SandboxList, SetTimeout};
+use reins_api::ErrorBody;
+use reins_store::{now_ms, sandbox_id, EndReason, NewSandbox, SandboxFilter, SandboxRow, SandboxState};
+use reins_types::{validate_template_name, CpuQuota, EnvVar, Limits, SandboxSpec};
+
+use super::live;
+use crate::auth::Auth;
+use crate::error::{ApiError, Body, Path, Query};
+use crate::state::{App, Shared};
+
+const MIB: u64 = 1 << 20;
+
+fn state(s: SandboxState) -> v1::SandboxState {
+    match s {
+        SandboxState::Running => v1::SandboxState::Running,
+        SandboxState::Paused => v1::SandboxState::Paused,
+        SandboxState::Ended => v1::SandboxState::Ended,
+    }
+}
+
+/// The API view of a stored sandbox.
+pub fn view(row: SandboxRow) -> v1::Sandbox {
+    let spec: SandboxSpec = serde_json::from_str(&row.spec).unwrap_or_default();
+    v1::Sandbox {
+        id: row.id,
+        template: row.template,
+        state: state(row.state),
+        node_id: row.node_id,
+        cpus: f64::from(spec.limits.cpu.millicpus()) / 1000.0,
+        memory_mb: spec.limits.memory_bytes / MIB,
+        pids: spec.limits.pids,
+        disk_mb: spec.limits.disk_bytes / MIB,
+        metadata: row.metadata,
+        created_ms: row.created_ms,
+        expires_ms: row.expires_ms,
+        ended_ms: row.ended_ms,
+        end_reason: row.end_reason,
+    }
+}
+
+/// Checks a create request and turns it into a runtime spec and a timeout.
+pub fn validate(app: &App, req: &CreateSandbox) -> Result<(SandboxSpec, Duration), ApiError> {
+    let bad = |m: String| ApiError::bad_request(m);
+    let template = req.template.clone().unwrap_or_else(|| "base".into());
+    validate_template_name(&template).map_err(|e| bad(e.to_string()))?;
+    let mut limits = Limits::default();
+    if let Some(cpus) = req.cpus {
+        limits.cpu =
+            CpuQuota::from_cpus(cpus).ok_or_else(|| bad("cpus must be a number above 0 and at most 1024".into()))?;
+    }
+    if let Some(mb) = req.memory_mb {
+        limits.memory_bytes = bounded(mb, 1 << 20, "memory_mb")? * MIB;
+    }
+    if let Some(mb) = req.disk_mb {
+        limits.disk_bytes = bounded(mb, 1 << 20, "disk_mb")? * MIB;
+    }
+    if let Some(p) = req.pids {
+        limits.pids = bounded(u64::from(p), 1 << 22, "pids")? as u32;
+    }
+    limits.validate().map_err(|e| bad(e.to_string()))?;
+    if req.env.len() > 256 {
+        return Err(bad("at most 256 environment variables".into()));
+    }
+    let env = req
+        .env
+        .iter()
+        .map(|(k, v)| {
+            if v.len() > 32 << 10 {
+                return Err(bad(format!("environment variable {k} is longer than 32 KiB")));
+            }
+            EnvVar::from_str(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    validate_metadata(&req.metadata)?;
+    let timeout = match req.timeout_secs {
+        Some(s) => timeout(app, s)?,
+        None => app.limits.default_timeout,
+    };
+    Ok((SandboxSpec { template, limits, env, volumes: Vec::new(), timeout: None }, timeout))
+}
+
+fn bounded(v: u64, max: u64, what: &str) -> Result<u64, ApiError> {
+    if v == 0 || v > max {
+        return Err(ApiError::bad_request(format!("{what} must be between 1 and {max}")));
+    }
+    Ok(v)
+}
+
+pub fn timeout(app: &App, secs: u64) -> Result<Duration, ApiError> {
+    let max = app.limits.max_timeout.as_secs();
+    if secs == 0 || secs > max {
+        return Err(ApiError::bad_request(format!("timeout_secs must be between 1 and {max}")));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn valid_label(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && !s.contains([',', '=']) && !s.chars().any(char::is_control)
+}
+
+fn validate_metadata(m: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if m.len() > 64 {
+        return Err(ApiError::bad_request("at most 64 metadata entries"));
+    }
+    for (k, v) in m {
+        if !valid_label(k, 128) || !(v.is_empty() || valid_label(v, 1024)) {
+            return Err(ApiError::bad_request(format!(
+                "metadata `{k}`: keys have 1–128 and values up to 1024 characters, without `,`, `=` or control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", request_body = CreateSandbox,
+    responses((status = 201, body = v1::Sandbox), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(app): Shared,
+    auth: Auth,
+    Body(req): Body<CreateSandbox>,
+) -> Result<(StatusCode, Json<v1::Sandbox>), ApiError> {
+    let (spec, timeout) = validate(&app, &req)?;
+    let node = app.nodes.pick()?;
+    let new = NewSandbox {
+        id: sandbox_id(),
+        tenant_id: auth.tenant().to_owned(),
+        node_id: node.id.clone(),
+        template: spec.template.clone(),
+        spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
+        metadata: req.metadata,
+        expires_ms: now_ms() + timeout.as_millis() as i64,
+    };
+    // The row first: a crash between the two leaves a row the reconciler marks lost,
+    // never a sandbox without an owner.
+    let row = app.store.insert_sandbox(&new).await?;
+    let body = reins_api::node::CreateSandbox { id: row.id.clone(), spec };
+    if let Err(e) = node.call_empty(Method::POST, "/sandboxes", Some(&body)).await {
+        app.store.end_sandbox(&row.id, EndReason::Failed).await?;
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, Json(view(row))))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListSandboxes),
+    responses((status = 200, body = SandboxList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(app): Shared,
+    auth: Auth,
+    Query(q): Query<ListSandboxes>,
+) -> Result<Json<SandboxList>, ApiError> {
+    let mut filter = SandboxFilter { limit: q.limit.unwrap_or(100), cursor: q.cursor, ..Default::default() };
+    if !(1..=1000).contains(&filter.limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    for s in q.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        filter.states.push(
+            SandboxState::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`: use running, paused or ended")))?,
+        );
+    }
+    for pair in q.metadata.iter().flat_map(|m| m.split(',')).filter(|s| !s.is_empty()) {
+        let (k, v) =
+            pair.split_once('=').ok_or_else(|| ApiError::bad_request("metadata filter is key=value[,key=value]"))?;
+        filter.metadata.insert(k.to_owned(), v.to_owned());
+    }
+    let page = app.store.sandboxes(auth.tenant(), &filter).await.map_err(|e| match e {
+        reins_store::Error::Conflict(m) => ApiError::bad_request(m),
+        other => other.into(),
+    })?;
+    Ok(Json(SandboxList { items: page.items.into_iter().map(view).collect(), next_cursor: page.next }))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = v1::Sandbox), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<v1::Sandbox>, ApiError> {
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|e| match e {
+        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
+        other => other.into(),
+    })?;
+    Ok(Json(view(row)))
+}
+
+/// Ends a sandbox: the node destroys it (if reachable), the row is ended.
+pub async fn release(app: &App, row: &SandboxRow, reason: EndReason) -> Result<(), ApiError> {
+    if let Ok(node) = app.nodes.get(&row.node_id) {
+        match node.call_empty(Method::DELETE, &format!("/sandboxes/{}", row.id), None::<&()>).await {
+            Ok(()) => {}
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            // The reconciler removes it once the node is back.
+            Err(e) => tracing::warn!(sandbox = %row.id, error = %e.message, "node did not destroy the sandbox"),
+        }
+    }
+    app.store.end_sandbox(&row.id, reason).await?;
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn delete(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|_| ApiError::not_found("sandbox"))?;
+    if row.state == SandboxState::Ended {
+        return Err(ApiError::not_found("sandbox"));
+    }
+    release(&app, &row, EndReason::Deleted).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes", params(("id" = String, Path)),
+    request_body = SetTimeout, responses((status = 200, body = v1::Sandbox), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn set_timeout(
+    State(app): Shared,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<SetTimeout>,
+) -> Result<Json<v1::Sandbox>, ApiError> {
+    let t = timeout(&app, req.timeout_secs)?;
+    app.store
+        .set_sandbox_expiry(auth.tenant(), &id, now_ms() + t.as_millis() as i64)
+        .await
+        .map_err(|_| ApiError::not_found("sandbox"))?;
+    get(State(app), auth, Path(id)).await
+}
+
+async fn set_paused(app: &App, auth: &Auth, id: &str, pause: bool) -> Result<Json<v1::Sandbox>, ApiError> {
+    let (_, node) = live(app, auth, id).await?;
+    let path = format!("/sandboxes/{id}/{}", if pause { "pause" } else { "resume" });
+    node.call_empty(Method::POST, &path, None::<&()>).await?;
+    let s = if pause { SandboxState::Paused } else { SandboxState::Running };
+    app.store.set_sandbox_state(auth.tenant(), id, s).await.map_err(|_| ApiError::not_found("sandbox"))?;
+    Ok(Json(view(app.store.sandbox(auth.tenant(), id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = v1::Sandbox), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn pause(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<v1::Sandbox>, ApiError> {
+    set_paused(&app, &auth, &id, true).await
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = v1::Sandbox), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn resume(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<v1::Sandbox>, ApiError> {
+    set_paused(&app, &auth, &id, false).await
+}
+
+use axum::extract::State;
