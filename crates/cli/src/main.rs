@@ -54,6 +54,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the OpenAPI document of the API.
+    #[command(hide = true)]
+    Openapi,
     /// Measure the runtime.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
     let data_dir = config::data_dir(cli.data_dir);
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Openapi => {
+                println!("{}", serde_json::to_string_pretty(&reins_server::openapi_document())?);
+                Ok(0)
+            }
             Command::Up(args) => cmd::serve::up(&data_dir?, args).await,
             Command::Server(args) => cmd::serve::server(&data_dir?, args).await,
             Command::Node(NodeTop { cmd: Some(c), .. }) => cmd::admin::node(c).await,

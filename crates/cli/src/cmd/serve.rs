@@ -206,6 +206,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
     let node_task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, node_rx));
 
     println!("Reins is up at {url}");
+    eprintln!("  node gateway: {}", server.gateway_addr);
     eprintln!("  try:  reins sandbox create && reins sandbox exec ID -- echo hello");
     eprintln!("  stop: Ctrl-C (sandboxes are removed)");
     terminated().await;

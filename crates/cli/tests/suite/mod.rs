@@ -1,5 +1,6 @@
 //! Shared helpers for the integration suite.
 
+mod api;
 mod bad_input;
 mod cli;
 mod exec;
