@@ -21,6 +21,8 @@ use crate::stats::Summary;
 pub enum BenchCmd {
     /// Sandbox cold start, churn and density, with bubblewrap as reference.
     Sandbox(SandboxBench),
+    /// The API over loopback HTTP against an in-process `reins up`, with the library as reference.
+    Api(crate::bench_api::ApiBench),
 }
 
 #[derive(Debug, Args)]
@@ -79,7 +81,10 @@ struct Report {
 }
 
 pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
-    let BenchCmd::Sandbox(args) = cmd;
+    let args = match cmd {
+        BenchCmd::Sandbox(args) => args,
+        BenchCmd::Api(args) => return crate::bench_api::run(data_dir, args).await,
+    };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
     let spec = SandboxSpec::default();

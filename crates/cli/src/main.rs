@@ -5,6 +5,7 @@
 //! `reins_sandbox::maybe_run_helper`).
 
 mod bench;
+mod bench_api;
 mod client;
 mod cmd;
 mod config;

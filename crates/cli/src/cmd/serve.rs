@@ -186,36 +186,52 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         ClientConfig::update_url(&url, ca.as_deref())?;
     }
 
-    // The local node joins over loopback like any other node, once; afterwards it
-    // keeps its identity and only the gateway's (ephemeral) port is refreshed.
-    let identity = match NodeIdentity::load(data_dir)? {
-        Some(id) => id,
-        None => {
-            let token = server.join_token().await?;
-            reins_node::join(&url, &token, data_dir, "local", ca.as_deref()).await?
-        }
-    };
-    let identity = NodeIdentity { gateway: server.gateway_addr.to_string(), ..identity };
-    let runtime = config::runtime(data_dir, 2, 4)?;
-    let node = Node::new(
-        identity.node_id.clone(),
-        runtime,
-        NodeOptions { max_sandboxes: args.max_sandboxes, ..NodeOptions::default() },
-    );
-    let (stop_node, node_rx) = watch::channel(false);
-    let node_task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, node_rx));
-
+    let local = LocalNode::start(&server, data_dir, &url, ca.as_deref(), args.max_sandboxes).await?;
     println!("Reins is up at {url}");
     eprintln!("  node gateway: {}", server.gateway_addr);
     eprintln!("  try:  reins sandbox create && reins sandbox exec ID -- echo hello");
     eprintln!("  stop: Ctrl-C (sandboxes are removed)");
     terminated().await;
     eprintln!("shutting down: removing sandboxes…");
-    let _ = stop_node.send(true);
-    let _ = node_task.await;
+    local.stop().await;
     server.shutdown().await;
-    node.runtime().clear_embryos().await;
     Ok(0)
+}
+
+/// The node of `reins up` (and of `reins bench api`), in this process.
+pub struct LocalNode {
+    pub node: std::sync::Arc<Node>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl LocalNode {
+    /// Joins `server` over loopback like any other node, once; afterwards the node
+    /// keeps its identity and only the gateway's (ephemeral) port is refreshed.
+    pub async fn start(server: &Server, data_dir: &Path, url: &str, ca: Option<&str>, max_sandboxes: u32) -> Result<Self> {
+        let identity = match NodeIdentity::load(data_dir)? {
+            Some(id) => id,
+            None => {
+                let token = server.join_token().await?;
+                reins_node::join(url, &token, data_dir, "local", ca).await?
+            }
+        };
+        let identity = NodeIdentity { gateway: server.gateway_addr.to_string(), ..identity };
+        let runtime = config::runtime(data_dir, 2, 4)?;
+        let node = Node::new(identity.node_id.clone(), runtime, NodeOptions { max_sandboxes, ..NodeOptions::default() });
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
+        Ok(Self { node, stop, task })
+    }
+
+    /// Destroys every sandbox of the node and stops it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %format!("{e:#}"), "local node stopped with an error");
+        }
+        self.node.runtime().clear_embryos().await;
+    }
 }
 
 /// `reins server`: the control plane alone.
