@@ -42,8 +42,15 @@ struct Report {
     create_ms: Summary,
     exec_ms: Summary,
     delete_ms: Summary,
+    /// `GET /healthz`: HTTP alone.
+    health_ms: Summary,
+    /// `GET /v1/sandboxes/{id}`: HTTP, key check and one read.
+    get_ms: Summary,
     /// The same cycle through `reins-sandbox` directly, in the same process.
     raw_cycle_ms: Summary,
+    raw_create_ms: Summary,
+    raw_exec_ms: Summary,
+    raw_destroy_ms: Summary,
     /// API p50 / library p50.
     overhead_ratio: f64,
     /// Sustained cycles per minute with `clients` concurrent clients.
@@ -94,15 +101,20 @@ impl Client {
     }
 }
 
-async fn raw_cycle(rt: &Runtime, spec: &SandboxSpec) -> Result<f64> {
-    let t = Instant::now();
+/// One create + exec + destroy through the library; the three durations in ms.
+async fn raw_cycle(rt: &Runtime, spec: &SandboxSpec) -> Result<[f64; 3]> {
+    let t0 = Instant::now();
     let sb = rt.create(spec).await?;
+    let t1 = Instant::now();
     let out = sb.exec(ExecRequest::new(["echo", "hi"])).await?.output().await?;
     if out.stdout != b"hi\n" {
         bail!("unexpected output");
     }
+    let t2 = Instant::now();
     sb.destroy().await;
-    Ok(t.elapsed().as_secs_f64() * 1000.0)
+    let t3 = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
+    Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
 }
 
 fn progress(json: bool, msg: &str) {
@@ -159,15 +171,32 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
         raw_cycle(rt, &spec).await?;
     }
     progress(args.json, &format!("{} sequential cycles through the API and through the library, interleaved", args.runs));
-    let (mut cycle, mut create, mut exec, mut delete, mut raw) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut cycle, mut create, mut exec, mut delete) = (vec![], vec![], vec![], vec![]);
+    let (mut raw, mut raw_create, mut raw_exec, mut raw_delete) = (vec![], vec![], vec![], vec![]);
     for _ in 0..args.runs {
         let [c, e, d] = client.cycle().await?;
         cycle.push(c + e + d);
         create.push(c);
         exec.push(e);
         delete.push(d);
-        raw.push(raw_cycle(rt, &spec).await?);
+        let [c, e, d] = raw_cycle(rt, &spec).await?;
+        raw.push(c + e + d);
+        raw_create.push(c);
+        raw_exec.push(e);
+        raw_delete.push(d);
     }
+    let sb = client.call(reqwest::Method::POST, "/v1/sandboxes", Some(json!({}))).await?;
+    let get_path = format!("/v1/sandboxes/{}", sb["id"].as_str().context("id")?);
+    let (mut health, mut get) = (vec![], vec![]);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        client.http.get(format!("{}/healthz", client.url)).send().await?.bytes().await?;
+        health.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        client.call(reqwest::Method::GET, &get_path, None).await?;
+        get.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    client.call(reqwest::Method::DELETE, &get_path, None).await?;
     progress(args.json, &format!("sustained: {} clients for {} s", args.clients, args.secs));
     let deadline = Instant::now() + Duration::from_secs(args.secs);
     let (done, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -210,6 +239,11 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
         exec_ms: Summary::of(exec),
         delete_ms: Summary::of(delete),
         raw_cycle_ms: raw_s,
+        raw_create_ms: Summary::of(raw_create),
+        raw_exec_ms: Summary::of(raw_exec),
+        raw_destroy_ms: Summary::of(raw_delete),
+        health_ms: Summary::of(health),
+        get_ms: Summary::of(get),
         cycles_per_min: cycles as f64 * 60.0 / elapsed,
         clients: args.clients,
         sustained_secs: args.secs,
@@ -227,6 +261,11 @@ fn print(r: &Report) {
     row("  exec echo", &r.exec_ms);
     row("  delete", &r.delete_ms);
     row("same through the library", &r.raw_cycle_ms);
+    row("  create", &r.raw_create_ms);
+    row("  exec echo", &r.raw_exec_ms);
+    row("  destroy", &r.raw_destroy_ms);
+    row("GET /healthz", &r.health_ms);
+    row("GET /v1/sandboxes/{id}", &r.get_ms);
     println!("{:<28} {:.2}x", "API / library (p50)", r.overhead_ratio);
     println!(
         "{:<28} {:.0} cycles/min with {} clients over {} s ({} cycles, {} errors; p50 {:.1} ms, p99 {:.1} ms)",

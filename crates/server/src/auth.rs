@@ -1,6 +1,8 @@
 //! API keys on requests: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -48,9 +50,51 @@ impl FromRequestParts<Arc<App>> for Auth {
         if key.is_empty() || key.len() > 200 {
             return Err(unauthorized("invalid API key"));
         }
+        if let Some(p) = app.keys.get(key) {
+            return Ok(Self(p));
+        }
         match app.store.authenticate(key).await? {
-            Some(p) => Ok(Self(p)),
+            Some(p) => {
+                app.keys.put(key, p.clone());
+                Ok(Self(p))
+            }
             None => Err(unauthorized("invalid or revoked API key")),
         }
+    }
+}
+
+/// How long a checked key is trusted without asking the database again. A
+/// key revoked through this process stops working at once; through another
+/// control-plane replica, within this time.
+const KEY_TTL: Duration = Duration::from_secs(2);
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Recently checked keys, by the hash of their secret.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, secret: &str) -> Option<Principal> {
+        let hash = reins_store::hash_secret(secret);
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, secret: &str, p: Principal) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KEY_CACHE_MAX {
+            map.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(reins_store::hash_secret(secret), (p, Instant::now()));
+    }
+
+    /// Forgets key `key_id` (it was just revoked).
+    pub fn forget(&self, key_id: &str) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (p, _)| p.key_id != key_id);
     }
 }

@@ -76,6 +76,7 @@ impl Server {
         let app = Arc::new(state::App {
             store: store.clone(),
             nodes: nodes::Nodes::default(),
+            keys: auth::KeyCache::default(),
             metrics: metrics::Metrics::default(),
             limits: opts.limits.clone(),
             gateway_tls,

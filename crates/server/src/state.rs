@@ -38,6 +38,7 @@ impl Default for Limits {
 pub struct App {
     pub store: Store,
     pub nodes: Nodes,
+    pub keys: crate::auth::KeyCache,
     pub metrics: Metrics,
     pub limits: Limits,
     pub gateway_tls: Arc<ServerConfig>,

@@ -122,6 +122,7 @@ pub async fn revoke_key(
         reins_store::Error::NotFound => ApiError::not_found("key"),
         other => other.into(),
     })?;
+    app.keys.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

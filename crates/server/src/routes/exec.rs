@@ -67,38 +67,31 @@ fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiE
 async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
     let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
     let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
-    let mut data = resp.into_body().into_data_stream();
-    let mut buf = Vec::new();
-    Ok(async_stream(move |tx| async move {
-        while let Some(chunk) = data.next().await {
-            let Ok(chunk) = chunk else {
-                let _ = tx
-                    .send(ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() })
-                    .await;
-                return;
-            };
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+    let data = resp.into_body().into_data_stream();
+    // (body, buffered bytes, done): parse newline-delimited frames in place, no extra task.
+    let state = (data, Vec::<u8>::new(), false);
+    Ok(futures_util::stream::unfold(state, |(mut data, mut buf, done)| async move {
+        loop {
+            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
-                if let Ok(frame) = serde_json::from_slice::<ExecFrame>(&line) {
-                    if tx.send(frame).await.is_err() {
-                        return;
-                    }
+                match serde_json::from_slice::<ExecFrame>(&line) {
+                    Ok(frame) => return Some((frame, (data, buf, done))),
+                    Err(_) => continue,
                 }
+            }
+            if done {
+                return None;
+            }
+            match data.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(_)) => {
+                    let frame = ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() };
+                    return Some((frame, (data, Vec::new(), true)));
+                }
+                None => return None,
             }
         }
     }))
-}
-
-/// A stream fed by a task (the task stops when the stream is dropped).
-fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl Stream<Item = T>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Turns bytes into text without splitting a UTF-8 sequence across chunks.

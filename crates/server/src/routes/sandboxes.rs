@@ -140,15 +140,28 @@ pub async fn create(
         metadata: req.metadata,
         expires_ms: now_ms() + timeout.as_millis() as i64,
     };
-    // The row first: a crash between the two leaves a row the reconciler marks lost,
-    // never a sandbox without an owner.
-    let row = app.store.insert_sandbox(&new).await?;
-    let body = reins_api::node::CreateSandbox { id: row.id.clone(), spec };
-    if let Err(e) = node.call_empty(Method::POST, "/sandboxes", Some(&body)).await {
-        app.store.end_sandbox(&row.id, EndReason::Failed).await?;
-        return Err(e);
+    // The row and the sandbox are made at once. Whatever fails, the other is undone;
+    // and after a crash in between the reconciler ends a row without a sandbox
+    // (lost) and destroys a sandbox without a live row (orphan).
+    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec };
+    let (row, started) =
+        tokio::join!(app.store.insert_sandbox(&new), node.call_empty(Method::POST, "/sandboxes", Some(&body)));
+    match (row, started) {
+        (Ok(row), Ok(())) => Ok((StatusCode::CREATED, Json(view(row)))),
+        (Ok(row), Err(e)) => {
+            app.store.end_sandbox(&row.id, EndReason::Failed).await?;
+            Err(e)
+        }
+        (Err(e), started) => {
+            if started.is_ok() {
+                let path = format!("/sandboxes/{}", new.id);
+                if let Err(d) = node.call_empty(Method::DELETE, &path, None::<&()>).await {
+                    tracing::warn!(sandbox = %new.id, error = %d.message, "undoing a refused create; the reconciler will");
+                }
+            }
+            Err(e.into())
+        }
     }
-    Ok((StatusCode::CREATED, Json(view(row))))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes", params(ListSandboxes),
@@ -191,17 +204,20 @@ pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Resu
     Ok(Json(view(row)))
 }
 
-/// Ends a sandbox: the node destroys it (if reachable), the row is ended.
+/// Ends a sandbox: the row is ended and the node destroys it at once (if
+/// reachable; otherwise the reconciler destroys the orphan later).
 pub async fn release(app: &App, row: &SandboxRow, reason: EndReason) -> Result<(), ApiError> {
-    if let Ok(node) = app.nodes.get(&row.node_id) {
+    let destroy = async {
+        let Ok(node) = app.nodes.get(&row.node_id) else { return };
         match node.call_empty(Method::DELETE, &format!("/sandboxes/{}", row.id), None::<&()>).await {
             Ok(()) => {}
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             // The reconciler removes it once the node is back.
             Err(e) => tracing::warn!(sandbox = %row.id, error = %e.message, "node did not destroy the sandbox"),
         }
-    }
-    app.store.end_sandbox(&row.id, reason).await?;
+    };
+    let (ended, ()) = tokio::join!(app.store.end_sandbox(&row.id, reason), destroy);
+    ended?;
     Ok(())
 }
 
