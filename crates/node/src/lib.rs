@@ -17,4 +17,5 @@ mod state;
 
 pub use dial::serve;
 pub use identity::{join, NodeIdentity};
+pub use routes::router;
 pub use state::{Node, NodeOptions};

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::nodes::NodeConn;
+use crate::nodes::{NodeConn, Transport};
 use crate::reconcile::reconcile;
 use crate::state::App;
 
@@ -48,7 +48,7 @@ async fn serve_node(
     tcp: TcpStream,
     acceptor: TlsAcceptor,
     app: Arc<App>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await??;
@@ -64,24 +64,39 @@ async fn serve_node(
         .handshake(TokioIo::new(tls))
         .await?;
     let conn_task = tokio::spawn(conn);
-    let node_conn = Arc::new(NodeConn::new(node.id.clone(), node.name.clone(), sender));
+    let node_conn = Arc::new(NodeConn::new(node.id.clone(), node.name.clone(), Transport::H2(sender)));
     tracing::info!(node = %node.id, name = %node.name, "node connected");
-    let status: Status =
-        node_conn.call(Method::GET, "/status", None::<&()>).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    let done = async move {
+        let _ = conn_task.await;
+    };
+    attend(app, node_conn, done, shutdown).await
+}
+
+/// Registers a connected node, reconciles it, and keeps its status fresh
+/// until `done` resolves (the connection ended), it stops answering, or the
+/// control plane shuts down.
+pub async fn attend(
+    app: Arc<App>,
+    node_conn: Arc<NodeConn>,
+    done: impl std::future::Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let node_id = node_conn.id.clone();
+    let status: Status = node_conn.call(Method::GET, "/status", None::<&()>).await.map_err(|e| anyhow::anyhow!(e.message))?;
     node_conn.set_status(status.clone());
     app.nodes.insert(Arc::clone(&node_conn));
     reconcile(&app, &node_conn, &status, node_conn.connected_ms).await;
     let mut ticks = 0u32;
-    tokio::pin!(conn_task);
+    tokio::pin!(done);
     loop {
         tokio::select! {
-            _ = &mut conn_task => break,
+            () = &mut done => break,
             _ = shutdown.changed() => break,
             () = tokio::time::sleep(HEARTBEAT) => {
                 match node_conn.call::<Status>(Method::GET, "/status", None::<&()>).await {
                     Ok(s) => {
                         node_conn.set_status(s.clone());
-                        let _ = app.store.node_seen(&node.id).await;
+                        let _ = app.store.node_seen(&node_id).await;
                         ticks += 1;
                         if ticks % RECONCILE_EVERY == 0 {
                             // Rows younger than a minute may still be starting on the node.
@@ -89,7 +104,7 @@ async fn serve_node(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(node = %node.id, error = %e.message, "node heartbeat failed");
+                        tracing::warn!(node = %node_id, error = %e.message, "node heartbeat failed");
                         break;
                     }
                 }
@@ -97,6 +112,6 @@ async fn serve_node(
         }
     }
     app.nodes.remove(&node_conn);
-    tracing::info!(node = %node.id, "node disconnected");
+    tracing::info!(node = %node_id, "node disconnected");
     Ok(())
 }

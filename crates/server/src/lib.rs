@@ -55,6 +55,7 @@ pub struct Server {
     pub api_addr: SocketAddr,
     pub gateway_addr: SocketAddr,
     store: Store,
+    app: Arc<state::App>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -91,7 +92,26 @@ impl Server {
             tokio::spawn(reaper::run(Arc::clone(&app), rx)),
         ];
         tracing::info!(%api_addr, %gateway_addr, "control plane listening");
-        Ok(Self { api_addr, gateway_addr, store, shutdown: tx, tasks })
+        Ok(Self { api_addr, gateway_addr, store, app, shutdown: tx, tasks })
+    }
+
+    /// Attaches a node running in this process (`reins up`): it has joined
+    /// like any node (its identity is recorded), and its router is called
+    /// directly instead of over the gateway. Detached when `stop` turns true.
+    pub async fn attach_local(&self, node_id: &str, router: axum::Router, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let node = self.store.nodes().await?.into_iter().find(|n| n.id == node_id).context("the local node has not joined")?;
+        let conn = Arc::new(nodes::NodeConn::new(node.id, node.name, nodes::Transport::Local(router)));
+        let app = Arc::clone(&self.app);
+        let done = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            if let Err(e) = gateway::attend(app, conn, done, shutdown).await {
+                tracing::warn!(error = %e, "local node detached");
+            }
+        });
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use reins_api::node::{Status, PREFIX};
 use reins_api::ErrorBody;
@@ -21,25 +20,43 @@ use crate::error::ApiError;
 /// Longest wait for a node's answer to a non-streaming call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How requests reach a node: HTTP/2 over its mutual-TLS connection, or,
+/// for the node inside `reins up`, the node's router called in-process
+/// (the same requests and answers, without sockets).
+#[derive(Clone)]
+pub enum Transport {
+    H2(SendRequest<Body>),
+    Local(axum::Router),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::H2(_) => "H2",
+            Self::Local(_) => "Local",
+        })
+    }
+}
+
 /// One live connection to a node.
 #[derive(Debug)]
 pub struct NodeConn {
     pub id: String,
     pub name: String,
     pub connected_ms: i64,
-    sender: SendRequest<Body>,
+    transport: Transport,
     status: Mutex<Option<Status>>,
     /// Sandboxes placed since the last status, so placement spreads between heartbeats.
     placed: AtomicU32,
 }
 
 impl NodeConn {
-    pub fn new(id: String, name: String, sender: SendRequest<Body>) -> Self {
+    pub fn new(id: String, name: String, transport: Transport) -> Self {
         Self {
             id,
             name,
             connected_ms: reins_store::now_ms(),
-            sender,
+            transport,
             status: Mutex::new(None),
             placed: AtomicU32::new(0),
         }
@@ -70,17 +87,25 @@ impl NodeConn {
         path: &str,
         body: Body,
         json: bool,
-    ) -> Result<Response<Incoming>, ApiError> {
+    ) -> Result<Response<Body>, ApiError> {
         let uri = format!("https://node.reins.internal{PREFIX}{path}");
         let mut req = Request::builder().method(method).uri(uri);
         if json {
             req = req.header("content-type", "application/json");
         }
         let req = req.body(body).map_err(ApiError::internal)?;
-        let mut sender = self.sender.clone();
-        let gone = |e: hyper::Error| ApiError::unavailable(format!("node {} is unreachable: {e}", self.name), 2);
-        sender.ready().await.map_err(gone)?;
-        let resp = sender.send_request(req).await.map_err(gone)?;
+        let resp = match &self.transport {
+            Transport::H2(sender) => {
+                let mut sender = sender.clone();
+                let gone = |e: hyper::Error| ApiError::unavailable(format!("node {} is unreachable: {e}", self.name), 2);
+                sender.ready().await.map_err(gone)?;
+                sender.send_request(req).await.map_err(gone)?.map(Body::new)
+            }
+            Transport::Local(router) => {
+                use tower::ServiceExt;
+                router.clone().oneshot(req).await.unwrap_or_else(|e| match e {})
+            }
+        };
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -198,16 +198,15 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The node of `reins up` (and of `reins bench api`), in this process.
+/// The node of `reins up` (and of `reins bench api`), in this process. It
+/// joins like any node (one-time token, recorded identity), then serves the
+/// node protocol in-process: the control plane calls its router directly.
 pub struct LocalNode {
     pub node: std::sync::Arc<Node>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<()>>,
 }
 
 impl LocalNode {
-    /// Joins `server` over loopback like any other node, once; afterwards the node
-    /// keeps its identity and only the gateway's (ephemeral) port is refreshed.
     pub async fn start(server: &Server, data_dir: &Path, url: &str, ca: Option<&str>, max_sandboxes: u32) -> Result<Self> {
         let identity = match NodeIdentity::load(data_dir)? {
             Some(id) => id,
@@ -216,20 +215,17 @@ impl LocalNode {
                 reins_node::join(url, &token, data_dir, "local", ca).await?
             }
         };
-        let identity = NodeIdentity { gateway: server.gateway_addr.to_string(), ..identity };
         let runtime = config::runtime(data_dir, 2, 4)?;
         let node = Node::new(identity.node_id.clone(), runtime, NodeOptions { max_sandboxes, ..NodeOptions::default() });
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
-        Ok(Self { node, stop, task })
+        server.attach_local(&identity.node_id, reins_node::router(std::sync::Arc::clone(&node)), rx).await?;
+        Ok(Self { node, stop })
     }
 
-    /// Destroys every sandbox of the node and stops it.
+    /// Detaches the node and destroys every sandbox of it.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        if let Ok(Err(e)) = self.task.await {
-            tracing::warn!(error = %format!("{e:#}"), "local node stopped with an error");
-        }
+        self.node.destroy_all().await;
         self.node.runtime().clear_embryos().await;
     }
 }
@@ -289,3 +285,4 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     node.runtime().clear_embryos().await;
     Ok(0)
 }
+
