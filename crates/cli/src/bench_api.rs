@@ -89,7 +89,9 @@ impl Client {
         let sb = self.call(reqwest::Method::POST, "/v1/sandboxes", Some(json!({}))).await?;
         let id = sb["id"].as_str().context("no id")?.to_owned();
         let t1 = Instant::now();
-        let out = self.call(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"), Some(json!({"cmd": ["echo", "hi"]}))).await?;
+        let out = self
+            .call(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"), Some(json!({"cmd": ["echo", "hi"]})))
+            .await?;
         if out["stdout"] != "hi\n" {
             bail!("unexpected exec result {out}");
         }
@@ -143,7 +145,11 @@ pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
     let local = LocalNode::start(&server, &dir, &url, None, 1000).await?;
     let client = Arc::new(Client { http: reqwest::Client::new(), url, key });
     for _ in 0..200 {
-        if client.call(reqwest::Method::GET, "/v1/templates", None).await.is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty())) {
+        if client
+            .call(reqwest::Method::GET, "/v1/templates", None)
+            .await
+            .is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -170,7 +176,10 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
     for _ in 0..20 {
         raw_cycle(rt, &spec).await?;
     }
-    progress(args.json, &format!("{} sequential cycles through the API and through the library, interleaved", args.runs));
+    progress(
+        args.json,
+        &format!("{} sequential cycles through the API and through the library, interleaved", args.runs),
+    );
     let (mut cycle, mut create, mut exec, mut delete) = (vec![], vec![], vec![], vec![]);
     let (mut raw, mut raw_create, mut raw_exec, mut raw_delete) = (vec![], vec![], vec![], vec![]);
     for _ in 0..args.runs {
@@ -204,7 +213,8 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
     let start = Instant::now();
     let tasks: Vec<_> = (0..args.clients)
         .map(|_| {
-            let (client, done, errors, lat) = (Arc::clone(client), Arc::clone(&done), Arc::clone(&errors), Arc::clone(&lat));
+            let (client, done, errors, lat) =
+                (Arc::clone(client), Arc::clone(&done), Arc::clone(&errors), Arc::clone(&lat));
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     match client.cycle().await {
@@ -254,7 +264,8 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
 }
 
 fn print(r: &Report) {
-    let row = |name: &str, s: &Summary| println!("{name:<28} p50 {:>7.2} ms   p99 {:>7.2} ms   (n={})", s.p50, s.p99, s.n);
+    let row =
+        |name: &str, s: &Summary| println!("{name:<28} p50 {:>7.2} ms   p99 {:>7.2} ms   (n={})", s.p50, s.p99, s.n);
     println!("API over loopback HTTP ({} CPUs, rcu_expedited={:?})", r.cpus, r.rcu_expedited);
     row("create+exec+delete (API)", &r.cycle_ms);
     row("  create", &r.create_ms);
@@ -269,6 +280,13 @@ fn print(r: &Report) {
     println!("{:<28} {:.2}x", "API / library (p50)", r.overhead_ratio);
     println!(
         "{:<28} {:.0} cycles/min with {} clients over {} s ({} cycles, {} errors; p50 {:.1} ms, p99 {:.1} ms)",
-        "sustained", r.cycles_per_min, r.clients, r.sustained_secs, r.sustained_cycles, r.errors, r.sustained_cycle_ms.p50, r.sustained_cycle_ms.p99
+        "sustained",
+        r.cycles_per_min,
+        r.clients,
+        r.sustained_secs,
+        r.sustained_cycles,
+        r.errors,
+        r.sustained_cycle_ms.p50,
+        r.sustained_cycle_ms.p99
     );
 }

@@ -76,12 +76,12 @@ async fn destroy(State(node): Shared, Path(id): Path<String>) -> Result<StatusCo
 }
 
 async fn pause(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    node.get(&id)?.pause()?;
+    node.set_paused(&id, true)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn resume(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    node.get(&id)?.resume()?;
+    node.set_paused(&id, false)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

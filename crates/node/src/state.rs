@@ -40,6 +40,8 @@ fn host_memory() -> u64 {
 struct Entry {
     sandbox: Arc<Sandbox>,
     memory: u64,
+    /// Frozen: commands and file operations would hang, so they are refused.
+    paused: bool,
 }
 
 #[derive(Default)]
@@ -124,7 +126,7 @@ impl Node {
         inner.pending -= 1;
         match created {
             Ok(sandbox) => {
-                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory });
+                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory, paused: false });
                 Ok(())
             }
             Err(e) => {
@@ -134,8 +136,27 @@ impl Node {
         }
     }
 
+    /// A running (not paused) sandbox; 409 when it is paused.
     pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {
-        self.lock().sandboxes.get(id).map(|e| Arc::clone(&e.sandbox)).ok_or_else(ApiError::not_found)
+        let inner = self.lock();
+        let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
+        if e.paused {
+            return Err(ApiError::new(StatusCode::CONFLICT, "paused", "the sandbox is paused: resume it first"));
+        }
+        Ok(Arc::clone(&e.sandbox))
+    }
+
+    /// Freezes or thaws every process of sandbox `id`.
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<(), ApiError> {
+        let mut inner = self.lock();
+        let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
+        if paused {
+            e.sandbox.pause()?;
+        } else {
+            e.sandbox.resume()?;
+        }
+        e.paused = paused;
+        Ok(())
     }
 
     /// Kills and removes sandbox `id`, waiting until it is gone.

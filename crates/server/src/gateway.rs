@@ -82,7 +82,8 @@ pub async fn attend(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let node_id = node_conn.id.clone();
-    let status: Status = node_conn.call(Method::GET, "/status", None::<&()>).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    let status: Status =
+        node_conn.call(Method::GET, "/status", None::<&()>).await.map_err(|e| anyhow::anyhow!(e.message))?;
     node_conn.set_status(status.clone());
     app.nodes.insert(Arc::clone(&node_conn));
     reconcile(&app, &node_conn, &status, node_conn.connected_ms).await;

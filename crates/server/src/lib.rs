@@ -77,6 +77,7 @@ impl Server {
         let app = Arc::new(state::App {
             store: store.clone(),
             nodes: nodes::Nodes::default(),
+            places: state::Places::default(),
             keys: auth::KeyCache::default(),
             metrics: metrics::Metrics::default(),
             limits: opts.limits.clone(),
@@ -98,8 +99,14 @@ impl Server {
     /// Attaches a node running in this process (`reins up`): it has joined
     /// like any node (its identity is recorded), and its router is called
     /// directly instead of over the gateway. Detached when `stop` turns true.
-    pub async fn attach_local(&self, node_id: &str, router: axum::Router, mut stop: watch::Receiver<bool>) -> Result<()> {
-        let node = self.store.nodes().await?.into_iter().find(|n| n.id == node_id).context("the local node has not joined")?;
+    pub async fn attach_local(
+        &self,
+        node_id: &str,
+        router: axum::Router,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let node =
+            self.store.nodes().await?.into_iter().find(|n| n.id == node_id).context("the local node has not joined")?;
         let conn = Arc::new(nodes::NodeConn::new(node.id, node.name, nodes::Transport::Local(router)));
         let app = Arc::clone(&self.app);
         let done = async move {

@@ -81,13 +81,7 @@ impl NodeConn {
     }
 
     /// Sends a request to the node; node-side errors come back as [`ApiError`]s.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Body,
-        json: bool,
-    ) -> Result<Response<Body>, ApiError> {
+    pub async fn send(&self, method: Method, path: &str, body: Body, json: bool) -> Result<Response<Body>, ApiError> {
         let uri = format!("https://node.reins.internal{PREFIX}{path}");
         let mut req = Request::builder().method(method).uri(uri);
         if json {
@@ -97,7 +91,8 @@ impl NodeConn {
         let resp = match &self.transport {
             Transport::H2(sender) => {
                 let mut sender = sender.clone();
-                let gone = |e: hyper::Error| ApiError::unavailable(format!("node {} is unreachable: {e}", self.name), 2);
+                let gone =
+                    |e: hyper::Error| ApiError::unavailable(format!("node {} is unreachable: {e}", self.name), 2);
                 sender.ready().await.map_err(gone)?;
                 sender.send_request(req).await.map_err(gone)?.map(Body::new)
             }

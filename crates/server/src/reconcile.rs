@@ -29,6 +29,7 @@ pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i
         if on_node.contains(row.id.as_str()) {
             adopted += 1;
         } else if row.created_ms < cutoff_ms {
+            app.places.forget(&row.id);
             if let Ok(true) = app.store.end_sandbox(&row.id, EndReason::Lost).await {
                 lost += 1;
             }

@@ -33,11 +33,40 @@ impl Default for Limits {
     }
 }
 
+/// Where sandboxes live: (tenant, node) by id. Both never change for a
+/// sandbox, so an entry is never stale; the state (running, paused, gone) is
+/// the node's to say. Saves a database read on every command and file call.
+#[derive(Debug, Default)]
+pub struct Places {
+    map: std::sync::Mutex<std::collections::HashMap<String, (String, String)>>,
+}
+
+impl Places {
+    const MAX: usize = 200_000;
+
+    pub fn get(&self, id: &str) -> Option<(String, String)> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn put(&self, id: &str, tenant: &str, node: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(id.to_owned(), (tenant.to_owned(), node.to_owned()));
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
 /// The control plane's shared state.
 #[derive(Debug)]
 pub struct App {
     pub store: Store,
     pub nodes: Nodes,
+    pub places: Places,
     pub keys: crate::auth::KeyCache,
     pub metrics: Metrics,
     pub limits: Limits,

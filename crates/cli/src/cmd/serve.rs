@@ -207,7 +207,13 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    pub async fn start(server: &Server, data_dir: &Path, url: &str, ca: Option<&str>, max_sandboxes: u32) -> Result<Self> {
+    pub async fn start(
+        server: &Server,
+        data_dir: &Path,
+        url: &str,
+        ca: Option<&str>,
+        max_sandboxes: u32,
+    ) -> Result<Self> {
         let identity = match NodeIdentity::load(data_dir)? {
             Some(id) => id,
             None => {
@@ -216,7 +222,8 @@ impl LocalNode {
             }
         };
         let runtime = config::runtime(data_dir, 2, 4)?;
-        let node = Node::new(identity.node_id.clone(), runtime, NodeOptions { max_sandboxes, ..NodeOptions::default() });
+        let node =
+            Node::new(identity.node_id.clone(), runtime, NodeOptions { max_sandboxes, ..NodeOptions::default() });
         let (stop, rx) = watch::channel(false);
         server.attach_local(&identity.node_id, reins_node::router(std::sync::Arc::clone(&node)), rx).await?;
         Ok(Self { node, stop })
@@ -285,4 +292,3 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     node.runtime().clear_embryos().await;
     Ok(0)
 }
-

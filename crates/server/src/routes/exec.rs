@@ -85,7 +85,8 @@ async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Str
             match data.next().await {
                 Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                 Some(Err(_)) => {
-                    let frame = ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() };
+                    let frame =
+                        ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() };
                     return Some((frame, (data, Vec::new(), true)));
                 }
                 None => return None,

@@ -30,11 +30,19 @@ pub async fn live(app: &App, auth: &Auth, id: &str) -> Result<(SandboxRow, Arc<N
     Ok((row, node))
 }
 
-/// Like [`live`], and refuses a paused sandbox with 409.
-pub async fn running(app: &App, auth: &Auth, id: &str) -> Result<(SandboxRow, Arc<NodeConn>), ApiError> {
+/// The node of the caller's sandbox `id`, for a command or file call. The
+/// node refuses a paused sandbox (409) and one it no longer has (404).
+pub async fn running(app: &App, auth: &Auth, id: &str) -> Result<((), Arc<NodeConn>), ApiError> {
+    if let Some((tenant, node)) = app.places.get(id) {
+        if tenant != auth.tenant() {
+            return Err(ApiError::not_found("sandbox"));
+        }
+        return Ok(((), app.nodes.get(&node)?));
+    }
     let (row, node) = live(app, auth, id).await?;
     if row.state == SandboxState::Paused {
         return Err(ApiError::new(StatusCode::CONFLICT, "paused", "the sandbox is paused: resume it first"));
     }
-    Ok((row, node))
+    app.places.put(&row.id, &row.tenant_id, &row.node_id);
+    Ok(((), node))
 }

@@ -147,7 +147,10 @@ pub async fn create(
     let (row, started) =
         tokio::join!(app.store.insert_sandbox(&new), node.call_empty(Method::POST, "/sandboxes", Some(&body)));
     match (row, started) {
-        (Ok(row), Ok(())) => Ok((StatusCode::CREATED, Json(view(row)))),
+        (Ok(row), Ok(())) => {
+            app.places.put(&row.id, &row.tenant_id, &row.node_id);
+            Ok((StatusCode::CREATED, Json(view(row))))
+        }
         (Ok(row), Err(e)) => {
             app.store.end_sandbox(&row.id, EndReason::Failed).await?;
             Err(e)
@@ -206,29 +209,44 @@ pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Resu
 
 /// Ends a sandbox: the row is ended and the node destroys it at once (if
 /// reachable; otherwise the reconciler destroys the orphan later).
-pub async fn release(app: &App, row: &SandboxRow, reason: EndReason) -> Result<(), ApiError> {
+pub async fn release(app: &App, row: &SandboxRow, reason: EndReason) -> Result<bool, ApiError> {
+    release_at(app, &row.id, &row.node_id, reason).await
+}
+
+/// [`release`] by id and node; true when this call ended it.
+async fn release_at(app: &App, id: &str, node_id: &str, reason: EndReason) -> Result<bool, ApiError> {
     let destroy = async {
-        let Ok(node) = app.nodes.get(&row.node_id) else { return };
-        match node.call_empty(Method::DELETE, &format!("/sandboxes/{}", row.id), None::<&()>).await {
+        let Ok(node) = app.nodes.get(node_id) else { return };
+        match node.call_empty(Method::DELETE, &format!("/sandboxes/{id}"), None::<&()>).await {
             Ok(()) => {}
             Err(e) if e.status == StatusCode::NOT_FOUND => {}
             // The reconciler removes it once the node is back.
-            Err(e) => tracing::warn!(sandbox = %row.id, error = %e.message, "node did not destroy the sandbox"),
+            Err(e) => tracing::warn!(sandbox = %id, error = %e.message, "node did not destroy the sandbox"),
         }
     };
-    let (ended, ()) = tokio::join!(app.store.end_sandbox(&row.id, reason), destroy);
-    ended?;
-    Ok(())
+    app.places.forget(id);
+    let (ended, ()) = tokio::join!(app.store.end_sandbox(id, reason), destroy);
+    Ok(ended?)
 }
 
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 pub async fn delete(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|_| ApiError::not_found("sandbox"))?;
-    if row.state == SandboxState::Ended {
+    // Owner and node are known without a read when this process has seen the sandbox.
+    let node_id = match app.places.get(&id) {
+        Some((tenant, node)) if tenant == auth.tenant() => node,
+        Some(_) => return Err(ApiError::not_found("sandbox")),
+        None => {
+            let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|_| ApiError::not_found("sandbox"))?;
+            if row.state == SandboxState::Ended {
+                return Err(ApiError::not_found("sandbox"));
+            }
+            row.node_id
+        }
+    };
+    if !release_at(&app, &id, &node_id, EndReason::Deleted).await? {
         return Err(ApiError::not_found("sandbox"));
     }
-    release(&app, &row, EndReason::Deleted).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
