@@ -123,6 +123,6 @@ impl Client {
     }
 
     pub async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        Ok(self.send(req).await?.json().await.context("reading the server's answer")?)
+        self.send(req).await?.json().await.context("reading the server's answer")
     }
 }

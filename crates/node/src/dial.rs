@@ -61,7 +61,7 @@ async fn connect(connector: &TlsConnector, gateway: &str) -> Result<tokio_rustls
     let tcp = TcpStream::connect(gateway).await.with_context(|| format!("connecting to {gateway}"))?;
     tcp.set_nodelay(true)?;
     let name = rustls_name()?;
-    Ok(connector.connect(name, tcp).await.context("TLS handshake with the gateway")?)
+    connector.connect(name, tcp).await.context("TLS handshake with the gateway")
 }
 
 fn rustls_name() -> Result<reins_tls::rustls::pki_types::ServerName<'static>> {

@@ -99,7 +99,7 @@ pub async fn attend(
                         node_conn.set_status(s.clone());
                         let _ = app.store.node_seen(&node_id).await;
                         ticks += 1;
-                        if ticks % RECONCILE_EVERY == 0 {
+                        if ticks.is_multiple_of(RECONCILE_EVERY) {
                             // Rows younger than a minute may still be starting on the node.
                             reconcile(&app, &node_conn, &s, reins_store::now_ms() - 60_000).await;
                         }

@@ -33,7 +33,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => tracing::warn!(error = %e, "reaper cannot read expired sandboxes"),
         }
-        if tick % 120 == 0 {
+        if tick.is_multiple_of(120) {
             if let Err(e) = app.store.purge_ended(now_ms() - RETENTION_MS).await {
                 tracing::warn!(error = %e, "purging ended sandboxes");
             }

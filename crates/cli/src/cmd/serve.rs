@@ -169,7 +169,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
     .await
     .map_err(|e| {
         if e.chain().any(|c| c.to_string().contains("Address already in use")) {
-            e.context(format!("is another `reins up` running? Stop it, or pick another address with --listen"))
+            e.context("is another `reins up` running? Stop it, or pick another address with --listen")
         } else {
             e
         }
