@@ -12,18 +12,23 @@ use utoipa::{IntoParams, ToSchema};
 pub struct CreateSandbox {
     /// Template name; `base` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")]
     pub template: Option<String>,
     /// CPUs (fractions allowed), default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01, maximum = 1024)]
     pub cpus: Option<f64>,
     /// Memory limit in MiB, default 512.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 8, maximum = 1048576)]
     pub memory_mb: Option<u64>,
     /// Process limit, default 256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 8, maximum = 4194304)]
     pub pids: Option<u32>,
     /// Writable-layer size limit in MiB, default 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1048576)]
     pub disk_mb: Option<u64>,
     /// Environment of every command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -33,6 +38,7 @@ pub struct CreateSandbox {
     pub metadata: BTreeMap<String, String>,
     /// Seconds until the sandbox is released; the server's default (300) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
 }
 
@@ -79,6 +85,7 @@ pub struct ListSandboxes {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -96,6 +103,7 @@ pub struct SandboxList {
 #[serde(deny_unknown_fields)]
 pub struct SetTimeout {
     /// Seconds from now until release.
+    #[schema(minimum = 1)]
     pub timeout_secs: u64,
 }
 
@@ -113,6 +121,7 @@ pub enum User {
 #[serde(deny_unknown_fields)]
 pub struct Exec {
     /// Program and arguments, run without a shell.
+    #[schema(min_items = 1)]
     pub cmd: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -171,6 +180,17 @@ pub enum ExecEvent {
         code: String,
         message: String,
     },
+}
+
+/// One Server-Sent Event of a streamed exec, as it appears on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecSseEvent {
+    /// `start`, `stdout`, `stderr`, `exit` or `error`.
+    #[schema(pattern = "^(start|stdout|stderr|exit|error)$")]
+    pub event: String,
+    /// An [`ExecEvent`] in JSON.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
 }
 
 /// `POST /v1/sandboxes/{id}/exec/{pid}/stdin`
@@ -257,9 +277,11 @@ pub struct Move {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// 1–64 characters of letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// Concurrent sandboxes allowed (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_sandboxes: Option<u32>,
 }
 

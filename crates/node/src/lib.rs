@@ -3,7 +3,7 @@
 //!
 //! A node never listens. It joins a control plane once with a one-time token
 //! ([`join`]), keeping the identity it registered, then dials the control
-//! plane's gateway and serves HTTP/2 on that connection ([`dial`]), redialing
+//! plane's gateway and serves HTTP/2 on that connection ([`serve`]), redialing
 //! whenever it drops. Everything a request may do is checked here again:
 //! the control plane is trusted to choose *what* runs, never to reach the
 //! host (no volumes, no host paths).

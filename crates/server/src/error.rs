@@ -106,10 +106,32 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `Json` that answers bad bodies with an [`ApiError`].
-#[derive(Debug, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body; bad ones are answered with an [`ApiError`]. Unlike
+/// plain serde, a JSON array is not accepted in place of an object.
+#[derive(Debug)]
 pub struct Body<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(Self::shape("the body must be a JSON object"));
+        }
+        serde_json::from_value(value).map(Body).map_err(|e| Self::shape(&e.to_string()))
+    }
+}
+
+impl<T> Body<T> {
+    fn shape(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+    }
+}
 
 /// `Query` that answers bad query strings with an [`ApiError`].
 #[derive(Debug, axum::extract::FromRequestParts)]

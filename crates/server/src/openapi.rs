@@ -24,6 +24,60 @@ impl Modify for Security {
     }
 }
 
+/// The error answers any operation can give, each with an [`ErrorBody`]:
+/// bad path, query or body (400, 413, 415, 422), a missing or invalid key
+/// (401), another tenant's or a missing object (404), a node that cannot take
+/// the request now (503); and the ones of their kind of operation.
+struct ErrorResponses;
+
+const ALWAYS: &[(&str, &str)] = &[
+    ("400", "Invalid path, query or body"),
+    ("401", "Missing, invalid or revoked API key"),
+    ("404", "No such object (or another tenant's)"),
+    ("405", "Method not allowed"),
+    ("413", "Request body too large"),
+    ("415", "Body is not JSON"),
+    ("422", "Body has the wrong shape"),
+    ("503", "No node can serve the request now; retry after `Retry-After` seconds"),
+];
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || {
+            utoipa::openapi::ResponseBuilder::new().content(
+                "application/json",
+                utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody"))),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                let mut extra: Vec<(&str, &str)> = ALWAYS.to_vec();
+                if path.starts_with("/v1/sandboxes/") {
+                    extra.push(("409", "The sandbox is paused, or the object exists"));
+                    extra.push(("403", "Permission denied inside the sandbox"));
+                }
+                if !path.starts_with("/v1/sandboxes") {
+                    extra.push(("403", "Needs an admin API key"));
+                    extra.push(("409", "The object exists"));
+                }
+                if path == "/v1/sandboxes" {
+                    extra.push(("429", "Tenant quota reached; retry after `Retry-After` seconds"));
+                }
+                if path.contains("/files") {
+                    extra.push(("507", "No space left in the sandbox"));
+                }
+                for (code, description) in extra {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error().description(description).build().into());
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Reins API", version = "1", description = "Sandboxes for AI agents: create, run commands, move files. Errors are `{code, message}`."),
@@ -36,10 +90,10 @@ impl Modify for Security {
         admin::create_join_token, admin::list_nodes, admin::join, admin::list_templates, admin::delete_template,
     ),
     components(schemas(ErrorBody, v1::Sandbox, v1::SandboxState, v1::CreateSandbox, v1::SandboxList, v1::SetTimeout,
-        v1::Exec, v1::ExecResult, v1::ExecEvent, v1::Stdin, v1::Signal, v1::User, v1::FileEntry, v1::FileKind,
+        v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::User, v1::FileEntry, v1::FileKind,
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
         v1::JoinToken, v1::Node, JoinRequest, JoinResponse)),
-    modifiers(&Security),
+    modifiers(&Security, &ErrorResponses),
 )]
 struct ApiDoc;
 

@@ -7,16 +7,17 @@ use serde::{Deserialize, Serialize};
 pub struct CpuQuota(u32);
 
 impl CpuQuota {
-    /// Parses a CPU count such as `1.5`; must be in (0, 1024].
+    /// Parses a CPU count such as `1.5`; must be in [0.01, 1024].
     pub fn parse(input: &str) -> Result<Self, LimitsError> {
         let cpus: f64 = input.trim().parse().map_err(|_| LimitsError::Cpus(input.to_owned()))?;
         Self::from_cpus(cpus).ok_or_else(|| LimitsError::Cpus(input.to_owned()))
     }
 
-    /// A quota of `cpus` CPUs, if it is positive, finite and at most 1024.
+    /// A quota of `cpus` CPUs, if it is finite and in [0.01, 1024]. The kernel's
+    /// smallest CFS quota is 1 ms per 100 ms period, that is 0.01 CPU.
     pub fn from_cpus(cpus: f64) -> Option<Self> {
         let milli = (cpus * 1000.0).round();
-        (cpus.is_finite() && milli >= 1.0 && cpus <= 1024.0).then_some(Self(milli as u32))
+        (cpus.is_finite() && milli >= 10.0 && cpus <= 1024.0).then_some(Self(milli as u32))
     }
 
     /// Thousandths of a CPU.
@@ -28,7 +29,7 @@ impl CpuQuota {
 /// Limits that are out of range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
-    #[error("invalid cpu count `{0}`: give a positive number of CPUs up to 1024, such as 0.5 or 2")]
+    #[error("invalid cpu count `{0}`: give a number of CPUs from 0.01 to 1024, such as 0.5 or 2")]
     Cpus(String),
     #[error("memory limit {0} bytes is too small: give at least 8M")]
     Memory(u64),
@@ -78,6 +79,8 @@ mod tests {
         assert_eq!(CpuQuota::parse("1.5").map(CpuQuota::millicpus), Ok(1500));
         assert!(CpuQuota::parse("-1").is_err());
         assert!(CpuQuota::parse("0").is_err());
+        assert!(CpuQuota::parse("0.001").is_err(), "below the kernel's smallest quota");
+        assert_eq!(CpuQuota::parse("0.01").map(CpuQuota::millicpus), Ok(10));
         assert!(CpuQuota::parse("NaN").is_err());
         assert!(CpuQuota::parse("abc").is_err());
     }

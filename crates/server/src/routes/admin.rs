@@ -49,8 +49,8 @@ pub async fn create_tenant(
     if !valid_name(&req.name) {
         return Err(ApiError::bad_request("tenant name: 1–64 letters, digits, `.`, `_` or `-`"));
     }
-    if req.max_sandboxes == Some(0) {
-        return Err(ApiError::bad_request("max_sandboxes must be at least 1"));
+    if req.max_sandboxes.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
+        return Err(ApiError::bad_request("max_sandboxes must be between 1 and 1000000"));
     }
     let t = app.store.create_tenant(&req.name, req.max_sandboxes.map(i64::from)).await?;
     Ok((StatusCode::CREATED, Json(tenant(t))))

@@ -170,7 +170,7 @@ fn sse(ev: &ExecEvent) -> Event {
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/stream", tag = "exec", params(("id" = String, Path)), request_body = Exec,
-    responses((status = 200, description = "Server-Sent Events, one `ExecEvent` each", content_type = "text/event-stream", body = ExecEvent),
+    responses((status = 200, description = "Server-Sent Events; each `data` is an `ExecEvent` in JSON", content_type = "text/event-stream", body = reins_api::v1::ExecSseEvent),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn stream(

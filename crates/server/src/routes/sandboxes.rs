@@ -53,8 +53,7 @@ pub fn validate(app: &App, req: &CreateSandbox) -> Result<(SandboxSpec, Duration
     validate_template_name(&template).map_err(|e| bad(e.to_string()))?;
     let mut limits = Limits::default();
     if let Some(cpus) = req.cpus {
-        limits.cpu =
-            CpuQuota::from_cpus(cpus).ok_or_else(|| bad("cpus must be a number above 0 and at most 1024".into()))?;
+        limits.cpu = CpuQuota::from_cpus(cpus).ok_or_else(|| bad("cpus must be between 0.01 and 1024".into()))?;
     }
     if let Some(mb) = req.memory_mb {
         limits.memory_bytes = bounded(mb, 1 << 20, "memory_mb")? * MIB;

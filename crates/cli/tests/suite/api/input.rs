@@ -87,3 +87,28 @@ async fn bad_requests_are_refused_with_structured_errors() {
     assert_eq!(list["items"].as_array().expect("items").len(), 1);
     assert_eq!(api.exec(&id, &["echo", "fine"]).await["stdout"], "fine\n");
 }
+
+#[tokio::test]
+async fn bodies_must_be_objects_and_tiny_cpu_quotas_are_refused() {
+    let env = Env::new();
+    let up = env.up("d", &[]).await;
+    let api = up.admin();
+    for body in [json!([null, null]), json!(null), json!("x"), json!(3)] {
+        let got = api.call(Method::POST, "/v1/sandboxes", Some(body.clone())).await;
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    }
+    // Found by the schema fuzzer: 0.001 CPU is below the kernel's smallest CFS quota.
+    assert_error(
+        &api.call(Method::POST, "/v1/sandboxes", Some(json!({"cpus": 0.001}))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    );
+    let id = api.create(json!({"cpus": 0.01})).await;
+    assert_eq!(api.exec(&id, &["echo", "slow but fine"]).await["stdout"], "slow but fine\n");
+    assert_error(
+        &api.call(Method::POST, "/v1/tenants", Some(json!({"name": "big", "max_sandboxes": 2147483648u64}))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    );
+    assert!(api.ok(Method::GET, "/v1/sandboxes", None).await["items"].as_array().is_some_and(|a| a.len() == 1));
+}
