@@ -142,7 +142,7 @@ pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
     .await?;
     let url = format!("http://{}", server.api_addr);
     let key = server.bootstrap_admin().await?.context("fresh database without an admin key")?;
-    let local = LocalNode::start(&server, &dir, &url, None, 1000).await?;
+    let local = LocalNode::start(&server, &dir, &url, None, reins_node::NodeOptions::default()).await?;
     let client = Arc::new(Client { http: reqwest::Client::new(), url, key });
     for _ in 0..200 {
         if client

@@ -53,8 +53,9 @@ pub(crate) fn fs_error(e: &io::Error) -> FsError {
         Some(libc::ENOTDIR) => FsErrorKind::NotADirectory,
         Some(libc::EISDIR) => FsErrorKind::IsADirectory,
         Some(libc::ENOTEMPTY) => FsErrorKind::NotEmpty,
-        Some(libc::ENOSPC | libc::EDQUOT) => FsErrorKind::NoSpace,
-        Some(libc::EINVAL | libc::ENAMETOOLONG) => FsErrorKind::InvalidInput,
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => FsErrorKind::NoSpace,
+        Some(libc::EINVAL | libc::ENAMETOOLONG | libc::ELOOP | libc::EXDEV) => FsErrorKind::InvalidInput,
+        Some(libc::EBUSY | libc::ETXTBSY) => FsErrorKind::Busy,
         _ if e.kind() == io::ErrorKind::InvalidInput => FsErrorKind::InvalidInput,
         _ => FsErrorKind::Other,
     };

@@ -136,6 +136,8 @@ pub enum FsErrorKind {
     NotEmpty,
     NoSpace,
     InvalidInput,
+    /// In use: a mount point (such as `/`) or a running program.
+    Busy,
     Other,
 }
 

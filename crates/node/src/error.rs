@@ -51,6 +51,7 @@ impl From<SbError> for ApiError {
                 FsErrorKind::NotEmpty => (StatusCode::CONFLICT, "directory_not_empty"),
                 FsErrorKind::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
                 FsErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_path"),
+                FsErrorKind::Busy => (StatusCode::CONFLICT, "busy"),
                 FsErrorKind::Other => (StatusCode::INTERNAL_SERVER_ERROR, "file_error"),
             },
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "node_error"),

@@ -177,14 +177,28 @@ impl Nodes {
         self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// The least-loaded node with room for one more sandbox.
-    pub fn pick(&self) -> Result<Arc<NodeConn>, ApiError> {
+    /// The least-loaded node with room for one more sandbox of `memory` bytes
+    /// (by the last reported status). A sandbox larger than any node can ever
+    /// hold is a 422, not a 503.
+    pub fn pick(&self, memory: u64) -> Result<Arc<NodeConn>, ApiError> {
         let all = self.all();
         if all.is_empty() {
             return Err(ApiError::unavailable("no execution node is connected: start one with `reins node --join`", 5));
         }
+        let largest = all.iter().filter_map(|n| n.status().map(|s| s.capacity.memory_bytes)).max().unwrap_or(u64::MAX);
+        if memory > largest {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_large",
+                format!("no node accepts {} MiB of memory (the largest accepts {} MiB)", memory >> 20, largest >> 20),
+            ));
+        }
+        let fits = |n: &NodeConn| {
+            n.status().is_none_or(|s| s.memory_reserved_bytes.saturating_add(memory) <= s.capacity.memory_bytes)
+        };
         let best = all
             .into_iter()
+            .filter(|n| fits(n))
             .map(|n| (n.load(), n))
             .filter(|(load, _)| *load < 1.0)
             .min_by(|a, b| a.0.total_cmp(&b.0))

@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Sandboxes the local node runs at once.
     #[arg(long, default_value_t = 1000)]
     max_sandboxes: u32,
+    /// Sum of the memory limits the local node accepts, such as 96G (default: 4 × the host's memory).
+    #[arg(long, value_parser = size)]
+    max_memory: Option<u64>,
     /// Default sandbox timeout in seconds.
     #[arg(long, default_value_t = 300)]
     default_timeout: u64,
@@ -87,6 +90,18 @@ pub struct NodeArgs {
     ca_cert: Option<PathBuf>,
     #[arg(long, default_value_t = 1000)]
     max_sandboxes: u32,
+    /// Sum of the memory limits this node accepts, such as 96G (default: 4 × the host's memory).
+    #[arg(long, value_parser = size)]
+    max_memory: Option<u64>,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    reins_types::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn node_options(max_sandboxes: u32, max_memory: Option<u64>) -> NodeOptions {
+    let d = NodeOptions::default();
+    NodeOptions { max_sandboxes, memory_bytes: max_memory.unwrap_or(d.memory_bytes) }
 }
 
 fn limits(default_timeout: u64, max_timeout: u64) -> Result<Limits> {
@@ -186,7 +201,9 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         ClientConfig::update_url(&url, ca.as_deref())?;
     }
 
-    let local = LocalNode::start(&server, data_dir, &url, ca.as_deref(), args.max_sandboxes).await?;
+    let local =
+        LocalNode::start(&server, data_dir, &url, ca.as_deref(), node_options(args.max_sandboxes, args.max_memory))
+            .await?;
     println!("Reins is up at {url}");
     eprintln!("  node gateway: {}", server.gateway_addr);
     eprintln!("  try:  reins sandbox create && reins sandbox exec ID -- echo hello");
@@ -212,7 +229,7 @@ impl LocalNode {
         data_dir: &Path,
         url: &str,
         ca: Option<&str>,
-        max_sandboxes: u32,
+        opts: NodeOptions,
     ) -> Result<Self> {
         let identity = match NodeIdentity::load(data_dir)? {
             Some(id) => id,
@@ -222,8 +239,7 @@ impl LocalNode {
             }
         };
         let runtime = config::runtime(data_dir, 2, 4)?;
-        let node =
-            Node::new(identity.node_id.clone(), runtime, NodeOptions { max_sandboxes, ..NodeOptions::default() });
+        let node = Node::new(identity.node_id.clone(), runtime, opts);
         let (stop, rx) = watch::channel(false);
         server.attach_local(&identity.node_id, reins_node::router(std::sync::Arc::clone(&node)), rx).await?;
         Ok(Self { node, stop })
@@ -279,11 +295,7 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     };
     println!("node {} serving control plane gateway {}", identity.node_id, identity.gateway);
     let runtime = config::runtime(data_dir, 2, 4)?;
-    let node = Node::new(
-        identity.node_id.clone(),
-        runtime,
-        NodeOptions { max_sandboxes: args.max_sandboxes, ..NodeOptions::default() },
-    );
+    let node = Node::new(identity.node_id.clone(), runtime, node_options(args.max_sandboxes, args.max_memory));
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
     terminated().await;

@@ -129,7 +129,7 @@ pub async fn create(
     Body(req): Body<CreateSandbox>,
 ) -> Result<(StatusCode, Json<v1::Sandbox>), ApiError> {
     let (spec, timeout) = validate(&app, &req)?;
-    let node = app.nodes.pick()?;
+    let node = app.nodes.pick(spec.limits.memory_bytes)?;
     let new = NewSandbox {
         id: sandbox_id(),
         tenant_id: auth.tenant().to_owned(),
