@@ -125,7 +125,8 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     Ok(0)
 }
 
-fn progress(json: bool, msg: &str) {
+/// A progress line on stderr, unless the output is JSON.
+pub(crate) fn progress(json: bool, msg: &str) {
     if !json {
         eprintln!("… {msg}");
     }

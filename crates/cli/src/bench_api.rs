@@ -15,6 +15,7 @@ use reins_types::SandboxSpec;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::bench::progress;
 use crate::cmd::serve::LocalNode;
 use crate::stats::Summary;
 
@@ -117,12 +118,6 @@ async fn raw_cycle(rt: &Runtime, spec: &SandboxSpec) -> Result<[f64; 3]> {
     let t3 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1000.0;
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
-}
-
-fn progress(json: bool, msg: &str) {
-    if !json {
-        eprintln!("… {msg}");
-    }
 }
 
 pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {

@@ -65,5 +65,5 @@ async fn connect(connector: &TlsConnector, gateway: &str) -> Result<tokio_rustls
 }
 
 fn rustls_name() -> Result<reins_tls::rustls::pki_types::ServerName<'static>> {
-    Ok(reins_tls::rustls::pki_types::ServerName::try_from("gateway.reins.internal")?)
+    Ok(reins_tls::rustls::pki_types::ServerName::try_from(reins_tls::GATEWAY_NAME)?)
 }

@@ -32,7 +32,7 @@ impl NodeIdentity {
         }
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         let mut id: Self = serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-        id.tls = Some(Identity::load_or_generate(&tls, "node.reins.internal")?);
+        id.tls = Some(Identity::load_or_generate(&tls, reins_tls::NODE_NAME)?);
         Ok(Some(id))
     }
 
@@ -55,7 +55,7 @@ pub async fn join(
         return Ok(id);
     }
     let (file, tls_dir) = paths(data_dir);
-    let tls = Identity::load_or_generate(&tls_dir, "node.reins.internal")?;
+    let tls = Identity::load_or_generate(&tls_dir, reins_tls::NODE_NAME)?;
     let mut client = reqwest::Client::builder().use_rustls_tls();
     if let Some(ca) = ca_pem {
         client = client.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?);

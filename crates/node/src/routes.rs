@@ -34,22 +34,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/exec/{pid}/signal", post(signal))
         .route("/exec/{pid}/resize", post(resize))
         .merge(files::router());
-    Router::new()
+    let routes = Router::new()
         .route("/status", get(status))
         .route("/sandboxes", post(create))
         .route("/templates", get(templates))
         .route("/templates/{name}", axum::routing::delete(delete_template))
         .nest("/sandboxes/{id}", sandbox)
-        .with_state(node)
-        .pipe(|r| Router::new().nest(proto::PREFIX, r))
+        .with_state(node);
+    Router::new().nest(proto::PREFIX, routes)
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 async fn status(State(node): Shared) -> Json<proto::Status> {
     Json(node.status())

@@ -50,12 +50,13 @@ impl FromRequestParts<Arc<App>> for Auth {
         if key.is_empty() || key.len() > 200 {
             return Err(unauthorized("invalid API key"));
         }
-        if let Some(p) = app.keys.get(key) {
+        let hash = reins_store::hash_secret(key);
+        if let Some(p) = app.keys.get(&hash) {
             return Ok(Self(p));
         }
-        match app.store.authenticate(key).await? {
+        match app.store.authenticate_hash(&hash).await? {
             Some(p) => {
-                app.keys.put(key, p.clone());
+                app.keys.put(hash, p.clone());
                 Ok(Self(p))
             }
             None => Err(unauthorized("invalid or revoked API key")),
@@ -76,13 +77,12 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    fn get(&self, secret: &str) -> Option<Principal> {
-        let hash = reins_store::hash_secret(secret);
+    fn get(&self, hash: &str) -> Option<Principal> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(p, _)| p.clone())
+        map.get(hash).filter(|(_, at)| at.elapsed() < KEY_TTL).map(|(p, _)| p.clone())
     }
 
-    fn put(&self, secret: &str, p: Principal) {
+    fn put(&self, hash: String, p: Principal) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= KEY_CACHE_MAX {
             map.retain(|_, (_, at)| at.elapsed() < KEY_TTL);
@@ -90,7 +90,7 @@ impl KeyCache {
                 map.clear();
             }
         }
-        map.insert(reins_store::hash_secret(secret), (p, Instant::now()));
+        map.insert(hash, (p, Instant::now()));
     }
 
     /// Forgets key `key_id` (it was just revoked).

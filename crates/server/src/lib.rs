@@ -66,7 +66,7 @@ impl Server {
         let store = Store::connect(&opts.database_url)
             .await
             .with_context(|| format!("opening the database {}", redact(&opts.database_url)))?;
-        let gw_identity = Identity::load_or_generate(&opts.data_dir.join("gateway"), "gateway.reins.internal")?;
+        let gw_identity = Identity::load_or_generate(&opts.data_dir.join("gateway"), reins_tls::GATEWAY_NAME)?;
         let gateway_tls = Arc::new(reins_tls::gateway_server(&gw_identity)?);
         let api =
             TcpListener::bind(opts.listen).await.with_context(|| format!("binding the API to {}", opts.listen))?;

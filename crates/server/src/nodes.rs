@@ -82,7 +82,7 @@ impl NodeConn {
 
     /// Sends a request to the node; node-side errors come back as [`ApiError`]s.
     pub async fn send(&self, method: Method, path: &str, body: Body, json: bool) -> Result<Response<Body>, ApiError> {
-        let uri = format!("https://node.reins.internal{PREFIX}{path}");
+        let uri = format!("https://{}{PREFIX}{path}", reins_tls::NODE_NAME);
         let mut req = Request::builder().method(method).uri(uri);
         if json {
             req = req.header("content-type", "application/json");
@@ -119,20 +119,16 @@ impl NodeConn {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, ApiError> {
-        let bytes = tokio::time::timeout(CALL_TIMEOUT, self.call_raw(method, path, body))
-            .await
-            .map_err(|_| ApiError::unavailable(format!("node {} did not answer in time", self.name), 2))??;
+        let bytes = self.call_raw(method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(ApiError::internal)
     }
 
     /// A JSON call whose answer is ignored.
     pub async fn call_empty(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<(), ApiError> {
-        tokio::time::timeout(CALL_TIMEOUT, self.call_raw(method, path, body))
-            .await
-            .map_err(|_| ApiError::unavailable(format!("node {} did not answer in time", self.name), 2))??;
-        Ok(())
+        self.call_raw(method, path, body).await.map(drop)
     }
 
+    /// A JSON call and its whole answer, within [`CALL_TIMEOUT`].
     async fn call_raw(
         &self,
         method: Method,
@@ -143,8 +139,13 @@ impl NodeConn {
             Some(b) => Body::from(serde_json::to_vec(b).map_err(ApiError::internal)?),
             None => Body::empty(),
         };
-        let resp = self.send(method, path, body, true).await?;
-        Ok(resp.into_body().collect().await.map_err(|e| ApiError::unavailable(e.to_string(), 2))?.to_bytes())
+        let call = async {
+            let resp = self.send(method, path, body, true).await?;
+            Ok(resp.into_body().collect().await.map_err(|e| ApiError::unavailable(e.to_string(), 2))?.to_bytes())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| ApiError::unavailable(format!("node {} did not answer in time", self.name), 2))?
     }
 }
 

@@ -75,8 +75,13 @@ impl Store {
 
     /// The principal of a presented secret, if it is a live key.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, Error> {
+        self.authenticate_hash(&hash_secret(secret)).await
+    }
+
+    /// [`Store::authenticate`] for a secret already hashed with [`hash_secret`].
+    pub async fn authenticate_hash(&self, hash: &str) -> Result<Option<Principal>, Error> {
         let row = sqlx::query("SELECT id, tenant_id, admin FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL")
-            .bind(hash_secret(secret))
+            .bind(hash)
             .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };

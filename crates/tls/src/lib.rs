@@ -20,6 +20,11 @@ use sha2::{Digest, Sha256};
 
 pub use rustls;
 
+/// The name in every node's certificate (identity is the fingerprint, not the name).
+pub const NODE_NAME: &str = "node.reins.internal";
+/// The name in the gateway's certificate, and the server name nodes dial.
+pub const GATEWAY_NAME: &str = "gateway.reins.internal";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("generating a certificate: {0}")]

@@ -6,7 +6,7 @@ use reins_api::v1::{CreateKey, CreateTenant, CreatedKey, JoinToken, Key, List, N
 use reqwest::Method;
 
 use crate::client::Client;
-use crate::cmd::table::{print_table, when};
+use crate::cmd::table::{json_out, print_table, when};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
@@ -64,11 +64,6 @@ pub enum NodeAdminCmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn json_out<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 pub async fn key(cmd: KeyCmd) -> Result<u8> {

@@ -10,7 +10,7 @@ use reins_api::v1::{CreateSandbox, Exec, ExecEvent, ExecResult, Sandbox, Sandbox
 use reqwest::Method;
 
 use crate::client::Client;
-use crate::cmd::table::{print_table, when};
+use crate::cmd::table::{json_out, print_table, when};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCmd {
@@ -129,11 +129,6 @@ fn show(sandboxes: &[Sandbox]) {
         })
         .collect();
     print_table(&["ID", "TEMPLATE", "STATE", "CPUS", "MEMORY", "EXPIRES", "METADATA"], rows);
-}
-
-fn json_out<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
 }
 
 pub async fn run(cmd: SandboxCmd) -> Result<u8> {

@@ -1,4 +1,4 @@
-//! Plain aligned tables and human times for CLI output.
+//! CLI output: plain aligned tables, human times, pretty JSON.
 
 /// Prints `rows` under `headers`, columns padded to their widest cell.
 pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -31,4 +31,10 @@ pub fn when(ms: i64) -> String {
     } else {
         format!("{} ago", span(-delta))
     }
+}
+
+/// Prints `v` as pretty JSON (the `--json` output).
+pub fn json_out<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! signals for a streamed command.
 
 use std::convert::Infallible;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use axum::body::Body as HttpBody;
@@ -16,6 +17,7 @@ use http_body_util::BodyExt;
 use reins_api::node::{self as proto, ExecFrame};
 use reins_api::v1::{Exec, ExecEvent, ExecResult, Signal, Stdin, User};
 use reins_api::ErrorBody;
+use reins_types::EnvVar;
 
 use super::running;
 use crate::auth::Auth;
@@ -31,21 +33,16 @@ fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiE
     if req.cmd.is_empty() || req.cmd[0].is_empty() {
         return Err(ApiError::bad_request("cmd must name a program"));
     }
-    if req.cmd.iter().chain(req.env.keys()).chain(req.env.values()).any(|s| s.contains('\0')) {
-        return Err(ApiError::bad_request("cmd and env must not contain NUL"));
+    if req.cmd.iter().any(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request("cmd must not contain NUL"));
     }
     if let Some(cwd) = &req.cwd {
         if !cwd.starts_with('/') || cwd.contains('\0') {
             return Err(ApiError::bad_request("cwd must be an absolute path"));
         }
     }
-    for k in req.env.keys() {
-        let ok = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok {
-            return Err(ApiError::bad_request(format!("invalid environment variable name `{k}`")));
-        }
+    for (k, v) in &req.env {
+        EnvVar::from_str(&format!("{k}={v}")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     let secs = req.timeout_secs.unwrap_or(DEFAULT_EXEC_TIMEOUT);
     if secs == 0 || secs > app.limits.max_timeout.as_secs() {
@@ -126,7 +123,7 @@ pub async fn exec(
     Body(req): Body<Exec>,
 ) -> Result<Json<ExecResult>, ApiError> {
     let req = node_exec(&app, req, false)?;
-    let (_, node) = running(&app, &auth, &id).await?;
+    let node = running(&app, &auth, &id).await?;
     let start = Instant::now();
     let mut stream = Box::pin(frames(&node, &id, &req).await?);
     let (mut out, mut err, mut truncated) = (Vec::new(), Vec::new(), false);
@@ -146,7 +143,7 @@ pub async fn exec(
                 return Ok(Json(ExecResult {
                     stdout: String::from_utf8_lossy(&out).into_owned(),
                     stderr: String::from_utf8_lossy(&err).into_owned(),
-                    exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)),
+                    exit_code: exit_code(code, signal),
                     signal,
                     timed_out,
                     truncated,
@@ -156,6 +153,11 @@ pub async fn exec(
         }
     }
     Err(ApiError::unavailable("the node ended the command's stream early", 1))
+}
+
+/// The shell convention: the exit code, or 128 + N after signal N.
+fn exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+    code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
 }
 
 fn sse(ev: &ExecEvent) -> Event {
@@ -181,7 +183,7 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let keep_stdin = req.stdin.is_none();
     let req = node_exec(&app, req, keep_stdin)?;
-    let (_, node) = running(&app, &auth, &id).await?;
+    let node = running(&app, &auth, &id).await?;
     let frames = frames(&node, &id, &req).await?;
     let start = Instant::now();
     let (mut out, mut err) = (Utf8::default(), Utf8::default());
@@ -192,7 +194,7 @@ pub async fn stream(
             ExecFrame::Stderr { b64 } => ExecEvent::Stderr { data: err.push(&B64.decode(b64).unwrap_or_default()) },
             ExecFrame::Exit { code, signal, timed_out } => {
                 app.metrics.exec_seconds.observe(start.elapsed().as_secs_f64());
-                ExecEvent::Exit { exit_code: code.unwrap_or_else(|| 128 + signal.unwrap_or(0)), signal, timed_out }
+                ExecEvent::Exit { exit_code: exit_code(code, signal), signal, timed_out }
             }
             ExecFrame::Error { code, message } => ExecEvent::Error { code, message },
         };
@@ -210,7 +212,7 @@ pub async fn stdin(
     Path((id, pid)): Path<(String, i32)>,
     Body(req): Body<Stdin>,
 ) -> Result<StatusCode, ApiError> {
-    let (_, node) = running(&app, &auth, &id).await?;
+    let node = running(&app, &auth, &id).await?;
     let path = format!("/sandboxes/{id}/exec/{pid}/stdin{}", if req.eof { "?eof=1" } else { "" });
     let resp = node.send(Method::POST, &path, HttpBody::from(req.data.into_bytes()), false).await?;
     let _ = resp.into_body().collect().await;
@@ -249,7 +251,7 @@ pub async fn signal(
 ) -> Result<StatusCode, ApiError> {
     let signal =
         parse_signal(&req.signal).ok_or_else(|| ApiError::bad_request(format!("unknown signal `{}`", req.signal)))?;
-    let (_, node) = running(&app, &auth, &id).await?;
+    let node = running(&app, &auth, &id).await?;
     node.call_empty(Method::POST, &format!("/sandboxes/{id}/exec/{pid}/signal"), Some(&proto::Signal { signal }))
         .await?;
     Ok(StatusCode::NO_CONTENT)

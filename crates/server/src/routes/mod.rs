@@ -8,17 +8,22 @@ pub mod system;
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-use reins_store::{SandboxRow, SandboxState};
+use reins_store::SandboxState;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::nodes::NodeConn;
 use crate::state::App;
 
-/// The caller's live sandbox `id` and its node. Another tenant's sandbox,
-/// and an ended one, are 404: existence never leaks across tenants.
-pub async fn live(app: &App, auth: &Auth, id: &str) -> Result<(SandboxRow, Arc<NodeConn>), ApiError> {
+/// The node of the caller's live sandbox `id`. Another tenant's sandbox, and
+/// an ended one, are 404: existence never leaks across tenants. A sandbox's
+/// tenant and node never change, so once known they come from
+/// [`App::places`] without a database read; whether it still runs or is
+/// paused is the node's to answer (404, 409 `paused`).
+pub async fn node_of(app: &App, auth: &Auth, id: &str) -> Result<String, ApiError> {
+    if let Some((tenant, node)) = app.places.get(id) {
+        return if tenant == auth.tenant() { Ok(node) } else { Err(ApiError::not_found("sandbox")) };
+    }
     let row = app.store.sandbox(auth.tenant(), id).await.map_err(|e| match e {
         reins_store::Error::NotFound => ApiError::not_found("sandbox"),
         other => other.into(),
@@ -26,23 +31,11 @@ pub async fn live(app: &App, auth: &Auth, id: &str) -> Result<(SandboxRow, Arc<N
     if row.state == SandboxState::Ended {
         return Err(ApiError::not_found("sandbox"));
     }
-    let node = app.nodes.get(&row.node_id)?;
-    Ok((row, node))
+    app.places.put(&row.id, &row.tenant_id, &row.node_id);
+    Ok(row.node_id)
 }
 
-/// The node of the caller's sandbox `id`, for a command or file call. The
-/// node refuses a paused sandbox (409) and one it no longer has (404).
-pub async fn running(app: &App, auth: &Auth, id: &str) -> Result<((), Arc<NodeConn>), ApiError> {
-    if let Some((tenant, node)) = app.places.get(id) {
-        if tenant != auth.tenant() {
-            return Err(ApiError::not_found("sandbox"));
-        }
-        return Ok(((), app.nodes.get(&node)?));
-    }
-    let (row, node) = live(app, auth, id).await?;
-    if row.state == SandboxState::Paused {
-        return Err(ApiError::new(StatusCode::CONFLICT, "paused", "the sandbox is paused: resume it first"));
-    }
-    app.places.put(&row.id, &row.tenant_id, &row.node_id);
-    Ok(((), node))
+/// The connection to the node of the caller's live sandbox `id` (see [`node_of`]).
+pub async fn running(app: &App, auth: &Auth, id: &str) -> Result<Arc<NodeConn>, ApiError> {
+    app.nodes.get(&node_of(app, auth, id).await?)
 }

@@ -11,7 +11,7 @@ use reins_api::ErrorBody;
 use reins_store::{now_ms, sandbox_id, EndReason, NewSandbox, SandboxFilter, SandboxRow, SandboxState};
 use reins_types::{validate_template_name, CpuQuota, EnvVar, Limits, SandboxSpec};
 
-use super::live;
+use super::{node_of, running};
 use crate::auth::Auth;
 use crate::error::{ApiError, Body, Path, Query};
 use crate::state::{App, Shared};
@@ -231,18 +231,7 @@ async fn release_at(app: &App, id: &str, node_id: &str, reason: EndReason) -> Re
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 pub async fn delete(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    // Owner and node are known without a read when this process has seen the sandbox.
-    let node_id = match app.places.get(&id) {
-        Some((tenant, node)) if tenant == auth.tenant() => node,
-        Some(_) => return Err(ApiError::not_found("sandbox")),
-        None => {
-            let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|_| ApiError::not_found("sandbox"))?;
-            if row.state == SandboxState::Ended {
-                return Err(ApiError::not_found("sandbox"));
-            }
-            row.node_id
-        }
-    };
+    let node_id = node_of(&app, &auth, &id).await?;
     if !release_at(&app, &id, &node_id, EndReason::Deleted).await? {
         return Err(ApiError::not_found("sandbox"));
     }
@@ -267,7 +256,7 @@ pub async fn set_timeout(
 }
 
 async fn set_paused(app: &App, auth: &Auth, id: &str, pause: bool) -> Result<Json<v1::Sandbox>, ApiError> {
-    let (_, node) = live(app, auth, id).await?;
+    let node = running(app, auth, id).await?;
     let path = format!("/sandboxes/{id}/{}", if pause { "pause" } else { "resume" });
     node.call_empty(Method::POST, &path, None::<&()>).await?;
     let s = if pause { SandboxState::Paused } else { SandboxState::Running };
