@@ -136,6 +136,47 @@ pub struct Exec {
     /// The command is killed after this many seconds (default 60, at most the sandbox's life).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Run on a terminal of this size (stdout and stderr are then one stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<PtySize>,
+}
+
+/// A terminal's size in characters; also `POST /v1/sandboxes/{id}/exec/{pid}/resize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PtySize {
+    #[schema(minimum = 1, maximum = 1000)]
+    pub cols: u16,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub rows: u16,
+}
+
+impl PtySize {
+    /// Both sides between 1 and 1000.
+    pub fn is_valid(&self) -> bool {
+        (1..=1000).contains(&self.cols) && (1..=1000).contains(&self.rows)
+    }
+}
+
+/// A control message a client sends as a WebSocket *text* frame on
+/// `GET /v1/sandboxes/{id}/exec/ws`, after the first frame (an [`Exec`]).
+/// *Binary* frames from the client are stdin bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum WsControl {
+    /// Close the command's stdin.
+    Eof,
+    /// Resize the command's terminal.
+    Resize { cols: u16, rows: u16 },
+    /// Send a signal (number or name, as in [`Signal`]).
+    Signal { signal: String },
+}
+
+/// Channel byte that starts every *binary* WebSocket frame the server sends:
+/// the rest of the frame is output of that stream.
+pub mod ws_channel {
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
 }
 
 /// The result of a buffered exec. Output is UTF-8 (lossy); at most 16 MiB of each stream is kept.
@@ -234,6 +275,37 @@ pub struct FileEntry {
     pub mtime_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symlink_target: Option<String>,
+}
+
+/// What happened to a watched path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEventKind {
+    Create,
+    Write,
+    Remove,
+    Rename,
+    Chmod,
+}
+
+/// One event of `GET /v1/sandboxes/{id}/files/watch` (the `data:` of a
+/// Server-Sent Event named `file`, or of a final `error` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileEvent {
+    pub kind: FileEventKind,
+    /// Absolute path of the entry inside the sandbox.
+    pub path: String,
+}
+
+/// `GET /v1/sandboxes/{id}/files/watch` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    /// An absolute path of a directory inside the sandbox.
+    pub path: String,
+    /// Watch subdirectories too (also those created later).
+    pub recursive: Option<bool>,
 }
 
 /// Query of the file endpoints.

@@ -81,7 +81,15 @@ pub struct Client {
     http: reqwest::Client,
     pub base: String,
     key: String,
+    ca_cert: Option<String>,
 }
+
+/// Something a WebSocket runs over: TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A WebSocket to the API.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 impl Client {
     pub fn from_env() -> Result<Self> {
@@ -92,7 +100,54 @@ impl Client {
                 reqwest::Certificate::from_pem(ca.as_bytes()).context("the configured CA certificate")?,
             );
         }
-        Ok(Self { http: b.build()?, base: cfg.url.trim_end_matches('/').to_owned(), key: cfg.api_key })
+        let base = cfg.url.trim_end_matches('/').to_owned();
+        Ok(Self { http: b.build()?, base, key: cfg.api_key, ca_cert: cfg.ca_cert })
+    }
+
+    /// Opens a WebSocket to `path` (over TLS for an `https` server).
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = reqwest::Url::parse(&self.base).with_context(|| format!("the server URL {}", self.base))?;
+        let host = url.host_str().context("the server URL has no host")?.to_owned();
+        let port = url.port_or_known_default().context("the server URL has no port")?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => bail!("unsupported URL scheme `{other}` in {}", self.base),
+        };
+        let ws_url = format!("{}{}{path}", if tls { "wss" } else { "ws" }, &self.base[url.scheme().len()..]);
+        let mut req = ws_url.into_client_request().context("building the WebSocket request")?;
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.key).parse().context("the API key is not a valid header value")?,
+        );
+        let unreachable = |e: std::io::Error| anyhow::anyhow!("cannot reach Reins at {}: is `reins up` running? ({e})", self.base);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(unreachable)?;
+        tcp.set_nodelay(true)?;
+        let io: Box<dyn Io> = if tls {
+            let cfg = reins_tls::api_client(self.ca_cert.as_deref())?;
+            let name = reins_tls::rustls::pki_types::ServerName::try_from(host.clone())
+                .with_context(|| format!("`{host}` is not a valid TLS server name"))?;
+            let conn = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+            Box::new(conn.connect(name, tcp).await.with_context(|| format!("TLS with {}", self.base))?)
+        } else {
+            Box::new(tcp)
+        };
+        match tokio_tungstenite::client_async(req, io).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let body: Option<ErrorBody> = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok());
+                match body {
+                    Some(b) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                        bail!("{} — check REINS_API_KEY or the key in ~/.config/reins/config.json", b.message)
+                    }
+                    Some(b) => bail!("{} ({})", b.message, b.code),
+                    None => bail!("the server answered {status}"),
+                }
+            }
+            Err(e) => bail!("WebSocket to {} failed: {e}", self.base),
+        }
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {

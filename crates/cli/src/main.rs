@@ -48,8 +48,7 @@ enum Command {
     /// Run a command in a fresh sandbox and remove the sandbox afterwards.
     Run(cmd::run::RunArgs),
     /// Manage templates (root file systems of sandboxes).
-    #[command(subcommand)]
-    Template(cmd::template::TemplateCmd),
+    Template(cmd::template::TemplateArgs),
     /// Remove what idle sandbox slots keep for reuse (cgroup directories, skeleton layers, locks).
     Cleanup {
         #[arg(long)]
@@ -101,7 +100,7 @@ fn main() -> ExitCode {
             Command::Key(c) => cmd::admin::key(c).await,
             Command::Tenant(c) => cmd::admin::tenant(c).await,
             Command::Run(args) => cmd::run::run(&data_dir?, args).await,
-            Command::Template(t) => cmd::template::run(&data_dir?, t).await,
+            Command::Template(t) => cmd::template::run(data_dir.as_deref().ok(), t).await,
             Command::Bench(b) => bench::run(&data_dir?, b).await,
             Command::Cleanup { json } => cmd::cleanup::run(&data_dir?, json),
         }

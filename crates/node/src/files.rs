@@ -1,5 +1,5 @@
 //! File routes of the node protocol: streamed download and upload, listing,
-//! stat, mkdir, remove and move.
+//! stat, mkdir, remove, move, and directory watches (newline-delimited JSON).
 
 use std::sync::Arc;
 
@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use reins_api::node::FileQuery;
-use reins_api::v1::{FileEntry, FileKind};
-use reins_sandbox::{EntryInfo, User};
+use reins_api::v1::{FileEntry, FileEvent, FileEventKind, FileKind};
+use reins_sandbox::{EntryInfo, User, WatchKind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/files/mkdir", post(mkdir))
         .route("/files/remove", post(remove))
         .route("/files/move", post(rename))
+        .route("/files/watch", get(watch))
 }
 
 fn user(q: &FileQuery) -> User {
@@ -195,4 +196,41 @@ async fn rename(
     let to = q.to.as_deref().ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "missing `to`"))?;
     node.get(&id)?.rename(user(&q), &q.path, to).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Streams changes below a directory as newline-delimited [`FileEvent`]s
+/// until the caller goes away or the sandbox ends. The watch is set up
+/// before answering, so a missing directory is a clean 404.
+async fn watch(State(node): Shared, Path(id): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
+    let mut watch = node.get(&id)?.watch(&q.path, q.recursive.unwrap_or(false)).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                ev = watch.next() => {
+                    let Some(ev) = ev else { return };
+                    let mut line = serde_json::to_vec(&FileEvent { kind: event_kind(ev.kind), path: ev.path }).unwrap_or_default();
+                    line.push(b'\n');
+                    if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .unwrap_or_default())
+}
+
+fn event_kind(k: WatchKind) -> FileEventKind {
+    match k {
+        WatchKind::Create => FileEventKind::Create,
+        WatchKind::Write => FileEventKind::Write,
+        WatchKind::Remove => FileEventKind::Remove,
+        WatchKind::Rename => FileEventKind::Rename,
+        WatchKind::Chmod => FileEventKind::Chmod,
+    }
 }

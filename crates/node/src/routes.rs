@@ -38,7 +38,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/status", get(status))
         .route("/sandboxes", post(create))
         .route("/templates", get(templates))
-        .route("/templates/{name}", axum::routing::delete(delete_template))
+        .route("/templates/{name}", axum::routing::delete(delete_template).put(import_template))
         .nest("/sandboxes/{id}", sandbox)
         .with_state(node);
     Router::new().nest(proto::PREFIX, routes)
@@ -56,6 +56,47 @@ async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> R
 async fn templates(State(node): Shared) -> Result<Json<Vec<reins_api::v1::Template>>, ApiError> {
     let list = node.runtime().templates().list()?;
     Ok(Json(list.into_iter().map(|t| reins_api::v1::Template { name: t.name, digest: t.digest }).collect()))
+}
+
+/// Imports an OCI image archive (or `docker save` archive) sent as the body:
+/// it is written to the template store's staging area, unpacked, and removed.
+async fn import_template(
+    State(node): Shared,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<reins_api::v1::Template>), ApiError> {
+    reins_types::validate_template_name(&name)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+    let templates = node.runtime().templates().clone();
+    let file = templates.scratch_file();
+    let received = receive(&file, body).await;
+    let result = match received {
+        Ok(()) => {
+            let (templates, file2) = (templates.clone(), file.clone());
+            tokio::task::spawn_blocking(move || templates.import_oci(&file2, &name, &mut |_| {}))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node_error", e.to_string()))
+                .and_then(|r| r.map_err(ApiError::from))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&file).await;
+    let t = result?;
+    Ok((StatusCode::CREATED, Json(reins_api::v1::Template { name: t.name, digest: t.digest })))
+}
+
+/// Writes a request body to `path`.
+async fn receive(path: &std::path::Path, body: Body) -> Result<(), ApiError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node_error", e.to_string());
+    let mut out = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut data = body.into_data_stream();
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "upload_interrupted", e.to_string()))?;
+        out.write_all(&chunk).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)
 }
 
 async fn delete_template(State(node): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 
 use crate::error::ApiError;
-use crate::routes::{admin, exec, files, sandboxes, system};
+use crate::routes::{admin, exec, exec_ws, files, sandboxes, system, templates};
 use crate::state::App;
 
 pub fn router(app: Arc<App>) -> Router {
@@ -20,21 +20,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/stream", post(exec::stream))
+        .route("/sandboxes/{id}/exec/ws", get(exec_ws::ws))
         .route("/sandboxes/{id}/exec/{pid}/stdin", post(exec::stdin))
         .route("/sandboxes/{id}/exec/{pid}/signal", post(exec::signal))
+        .route("/sandboxes/{id}/exec/{pid}/resize", post(exec::resize))
         .route("/sandboxes/{id}/files", get(files::download).put(files::upload).delete(files::remove))
         .route("/sandboxes/{id}/files/list", get(files::list))
         .route("/sandboxes/{id}/files/stat", get(files::stat))
         .route("/sandboxes/{id}/files/mkdir", post(files::mkdir))
         .route("/sandboxes/{id}/files/move", post(files::rename))
+        .route("/sandboxes/{id}/files/watch", get(files::watch))
         .route("/tenants", post(admin::create_tenant).get(admin::list_tenants))
         .route("/keys", post(admin::create_key).get(admin::list_keys))
         .route("/keys/{id}", delete(admin::revoke_key))
         .route("/nodes", get(admin::list_nodes))
         .route("/nodes/tokens", post(admin::create_join_token))
         .route("/nodes/join", post(admin::join))
-        .route("/templates", get(admin::list_templates))
-        .route("/templates/{name}", delete(admin::delete_template))
+        .route("/templates", get(templates::list_templates))
+        .route("/templates/{name}", delete(templates::delete_template).put(templates::import_template))
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/v1", v1)

@@ -84,6 +84,7 @@ impl Server {
             gateway_tls,
             gateway_cert_pem: gw_identity.cert_pem.clone(),
             gateway_addr: opts.gateway_advertise.clone().unwrap_or_else(|| gateway_addr.to_string()),
+            upload_dir: opts.data_dir.join("uploads"),
         });
         let (tx, rx) = watch::channel(false);
         let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);

@@ -209,3 +209,35 @@ impl Nodes {
         Ok(best)
     }
 }
+
+/// A node's stream broke off (the connection to the node was lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broken;
+
+/// The items of a newline-delimited JSON body as they arrive, parsed in
+/// place (no extra task). Lines that do not parse are skipped; a broken
+/// connection ends the stream with one `Err(Broken)`.
+pub fn ndjson<T: DeserializeOwned>(body: Body) -> impl futures_util::Stream<Item = Result<T, Broken>> {
+    use futures_util::StreamExt;
+    // (body, buffered bytes, done)
+    let state = (body.into_data_stream(), Vec::<u8>::new(), false);
+    futures_util::stream::unfold(state, |(mut data, mut buf, done)| async move {
+        loop {
+            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                match serde_json::from_slice::<T>(&line) {
+                    Ok(item) => return Some((Ok(item), (data, buf, done))),
+                    Err(_) => continue,
+                }
+            }
+            if done {
+                return None;
+            }
+            match data.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(_)) => return Some((Err(Broken), (data, Vec::new(), true))),
+                None => return None,
+            }
+        }
+    })
+}

@@ -6,7 +6,7 @@ use reins_api::ErrorBody;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, exec, files, sandboxes};
+use crate::routes::{admin, exec, exec_ws, files, sandboxes, templates};
 
 struct Security;
 
@@ -84,13 +84,14 @@ impl Modify for ErrorResponses {
     paths(
         sandboxes::create, sandboxes::list, sandboxes::get, sandboxes::delete, sandboxes::set_timeout,
         sandboxes::pause, sandboxes::resume,
-        exec::exec, exec::stream, exec::stdin, exec::signal,
-        files::download, files::upload, files::list, files::stat, files::remove, files::mkdir, files::rename,
+        exec::exec, exec::stream, exec_ws::ws, exec::stdin, exec::signal, exec::resize,
+        files::download, files::upload, files::list, files::stat, files::remove, files::mkdir, files::rename, files::watch,
         admin::create_tenant, admin::list_tenants, admin::create_key, admin::list_keys, admin::revoke_key,
-        admin::create_join_token, admin::list_nodes, admin::join, admin::list_templates, admin::delete_template,
+        admin::create_join_token, admin::list_nodes, admin::join,
+        templates::list_templates, templates::import_template, templates::delete_template,
     ),
     components(schemas(ErrorBody, v1::Sandbox, v1::SandboxState, v1::CreateSandbox, v1::SandboxList, v1::SetTimeout,
-        v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::User, v1::FileEntry, v1::FileKind,
+        v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::PtySize, v1::WsControl, v1::FileEvent, v1::FileEventKind, v1::User, v1::FileEntry, v1::FileKind,
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
         v1::JoinToken, v1::Node, JoinRequest, JoinResponse)),
     modifiers(&Security, &ErrorResponses),

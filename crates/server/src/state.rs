@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_body: usize,
     /// Largest file upload.
     pub max_upload: u64,
+    /// Largest template archive.
+    pub max_template: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +31,7 @@ impl Default for Limits {
             max_timeout: Duration::from_secs(24 * 3600),
             max_body: 1 << 20,
             max_upload: 1 << 30,
+            max_template: 16 << 30,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct App {
     pub gateway_cert_pem: String,
     /// `host:port` nodes are told to dial.
     pub gateway_addr: String,
+    /// Where uploads wait until the nodes have them (template archives).
+    pub upload_dir: std::path::PathBuf,
 }
 
 pub type Shared = axum::extract::State<Arc<App>>;

@@ -170,6 +170,19 @@ pub fn api_server(identity: &Identity) -> Result<ServerConfig, Error> {
     Ok(cfg)
 }
 
+/// A client of the public API: the Mozilla roots (`webpki-roots`), plus
+/// `extra_ca_pem` when given (a private or test CA).
+pub fn api_client(extra_ca_pem: Option<&str>) -> Result<ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(pem) = extra_ca_pem {
+        roots.add(cert_der(pem)?)?;
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A test CA and a leaf for `hosts` signed by it: (leaf chain + key, CA PEM).
 /// Clients trust the CA PEM (`curl --cacert`, `REINS_CA_CERT`).
 pub fn self_signed_ca(hosts: &[String]) -> Result<(Identity, String), Error> {

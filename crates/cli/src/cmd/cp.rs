@@ -65,6 +65,19 @@ pub async fn run(c: &Client, src: &str, dst: &str) -> Result<()> {
 }
 
 async fn upload(c: &Client, local: &Path, id: &str, path: &str) -> Result<()> {
+    let (body, len) = file_body(local).await?;
+    let req = c
+        .request(Method::PUT, &format!("/v1/sandboxes/{id}/files"))
+        .query(&[("path", path)])
+        .header("content-length", len)
+        .body(body);
+    c.send(req).await?;
+    Ok(())
+}
+
+/// A local file as a streamed request body that draws a progress bar on a
+/// terminal as it is sent; and its length.
+pub async fn file_body(local: &Path) -> Result<(reqwest::Body, u64)> {
     let file = tokio::fs::File::open(local).await.with_context(|| format!("opening {}", local.display()))?;
     let len = file.metadata().await?.len();
     let mut progress = Progress::new(Some(len));
@@ -77,13 +90,7 @@ async fn upload(c: &Client, local: &Path, id: &str, path: &str) -> Result<()> {
         }
         chunk
     });
-    let req = c
-        .request(Method::PUT, &format!("/v1/sandboxes/{id}/files"))
-        .query(&[("path", path)])
-        .header("content-length", len)
-        .body(reqwest::Body::wrap_stream(stream));
-    c.send(req).await?;
-    Ok(())
+    Ok((reqwest::Body::wrap_stream(stream), len))
 }
 
 /// A file as a stream of 256 KiB chunks.

@@ -6,5 +6,7 @@ pub mod cp;
 pub mod run;
 pub mod sandbox;
 pub mod serve;
+pub mod shell;
 pub mod table;
 pub mod template;
+pub mod term;

@@ -10,6 +10,7 @@ use reins_sandbox::{Error, Exec, ExecEvent, ExecRequest, User};
 use reins_types::{parse_duration, parse_size, CpuQuota, EnvVar, Limits, SandboxSpec, Volume};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::cmd::term::{next_winch, terminal_size, winch, RawMode};
 use crate::config;
 
 /// Exit code after the sandbox's timeout, as `timeout(1)` uses.
@@ -116,7 +117,7 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<u8> {
 
 /// Streams output (and stdin) until the command exits; returns its shell exit code.
 async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Error> {
-    let _raw = raw.then(crate::cmd::run::term::RawMode::enable).flatten();
+    let _raw = raw.then(RawMode::enable).flatten();
     let mut out = tokio::io::stdout();
     let mut err = tokio::io::stderr();
     let mut stdin = tokio::io::stdin();
@@ -124,7 +125,7 @@ async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Err
     if !forward_stdin {
         exec.close_stdin().await?;
     }
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    let mut winch = winch();
     let mut buf = vec![0u8; 16 << 10];
     loop {
         tokio::select! {
@@ -138,41 +139,9 @@ async fn drive(mut exec: Exec, forward_stdin: bool, raw: bool) -> Result<u8, Err
                 Ok(0) | Err(_) => { stdin_open = false; exec.close_stdin().await?; }
                 Ok(n) => exec.write_stdin(&buf[..n]).await?,
             },
-            Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } }, if raw => {
+            () = next_winch(&mut winch), if raw => {
                 if let Some((cols, rows)) = terminal_size() { exec.resize(cols, rows).await?; }
             }
-        }
-    }
-}
-
-fn terminal_size() -> Option<(u16, u16)> {
-    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, valid for the call.
-    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
-}
-
-pub mod term {
-    //! Raw mode for the local terminal, restored on drop.
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
-
-    #[derive(Debug)]
-    pub struct RawMode(Termios);
-
-    impl RawMode {
-        pub fn enable() -> Option<Self> {
-            let stdin = std::io::stdin();
-            let saved = tcgetattr(&stdin).ok()?;
-            let mut raw = saved.clone();
-            cfmakeraw(&mut raw);
-            tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-            Some(Self(saved))
-        }
-    }
-
-    impl Drop for RawMode {
-        fn drop(&mut self) {
-            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
         }
     }
 }

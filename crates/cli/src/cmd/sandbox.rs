@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use futures_util::StreamExt;
-use reins_api::v1::{CreateSandbox, Exec, ExecEvent, ExecResult, Sandbox, SandboxList, SetTimeout, User};
+use reins_api::v1::{CreateSandbox, Exec, ExecEvent, ExecResult, FileEvent, Sandbox, SandboxList, SetTimeout, User};
 use reqwest::Method;
 
 use crate::client::Client;
@@ -70,14 +70,37 @@ pub enum SandboxCmd {
         #[arg(long)]
         timeout: Option<u64>,
         /// Print the buffered result as JSON instead of streaming.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tty")]
         json: bool,
+        /// Run on a terminal (raw mode; Ctrl-C and window changes go to the sandbox).
+        #[arg(long, short = 't')]
+        tty: bool,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
         cmd: Vec<String>,
     },
-    /// An interactive shell (needs the PTY WebSocket, not available yet).
+    /// An interactive shell on a terminal (`bash -l` unless a COMMAND is given).
     Shell {
         id: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "root"])]
+        user: String,
+        #[arg(long, short = 'w')]
+        cwd: Option<String>,
+        /// Seconds before the shell is killed (default: the server's exec default, 60).
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        cmd: Vec<String>,
+    },
+    /// Print changes below a directory as they happen, until interrupted.
+    Watch {
+        id: String,
+        path: String,
+        /// Subdirectories too.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Copy a file: `reins sandbox cp LOCAL ID:/path` or `reins sandbox cp ID:/path LOCAL`.
     Cp {
@@ -189,15 +212,19 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
                 show(&[s]);
             }
         }
-        SandboxCmd::Exec { id, user, cwd, env, timeout, json, cmd } => {
+        SandboxCmd::Exec { id, user, cwd, env, timeout, json, tty, cmd } => {
             let body = Exec {
                 cmd,
                 env: pairs(&env, "--env")?,
                 cwd,
-                user: if user == "root" { User::Root } else { User::User },
-                stdin: if json { None } else { Some(String::new()) },
+                user: user_of(&user),
+                stdin: if json || tty { None } else { Some(String::new()) },
                 timeout_secs: timeout,
+                pty: None,
             };
+            if tty {
+                return crate::cmd::shell::run(&c, &id, body, true).await;
+            }
             if json {
                 let r: ExecResult =
                     c.json(c.request(Method::POST, &format!("/v1/sandboxes/{id}/exec")).json(&body)).await?;
@@ -206,9 +233,12 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
             }
             return stream_exec(&c, &id, &body).await;
         }
-        SandboxCmd::Shell { .. } => {
-            bail!("`reins sandbox shell` needs the PTY WebSocket, which is not built yet; use `reins sandbox exec ID -- CMD`, or `reins run -it -- bash` for a local shell")
+        SandboxCmd::Shell { id, user, cwd, timeout, cmd } => {
+            let cmd = if cmd.is_empty() { vec!["bash".into(), "-l".into()] } else { cmd };
+            let body = Exec { cmd, cwd, user: user_of(&user), timeout_secs: timeout, ..Exec::default() };
+            return crate::cmd::shell::run(&c, &id, body, true).await;
         }
+        SandboxCmd::Watch { id, path, recursive, json } => watch(&c, &id, &path, recursive, json).await?,
         SandboxCmd::Cp { src, dst } => crate::cmd::cp::run(&c, &src, &dst).await?,
         SandboxCmd::Rm { ids } => {
             for id in ids {
@@ -237,6 +267,62 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
     Ok(0)
 }
 
+fn user_of(name: &str) -> User {
+    if name == "root" {
+        User::Root
+    } else {
+        User::User
+    }
+}
+
+/// Prints a directory's changes (Server-Sent Events) until interrupted.
+async fn watch(c: &Client, id: &str, path: &str, recursive: bool, json: bool) -> Result<()> {
+    let q = [("path", path.to_owned()), ("recursive", recursive.to_string())];
+    let resp = c.send(c.request(Method::GET, &format!("/v1/sandboxes/{id}/files/watch")).query(&q)).await?;
+    if std::io::stderr().is_terminal() {
+        eprintln!("watching {path} in {id} (Ctrl-C to stop)");
+    }
+    let mut events = Box::pin(sse_events(resp));
+    while let Some(ev) = events.next().await {
+        let (name, data) = ev?;
+        if name == "error" {
+            bail!("the watch ended: {data}");
+        }
+        if json {
+            println!("{data}");
+        } else if let Ok(ev) = serde_json::from_str::<FileEvent>(&data) {
+            println!("{:<7} {}", format!("{:?}", ev.kind).to_lowercase(), ev.path);
+        }
+    }
+    bail!("the server ended the watch (the sandbox is gone?)")
+}
+
+/// The (event name, data) pairs of a Server-Sent Events body.
+fn sse_events(resp: reqwest::Response) -> impl futures_util::Stream<Item = Result<(String, String)>> {
+    let state = (resp.bytes_stream(), Vec::<u8>::new());
+    futures_util::stream::unfold(state, |(mut bytes, mut buf)| async move {
+        loop {
+            if let Some(end) = find(&buf, b"\n\n") {
+                let block: Vec<u8> = buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block).into_owned();
+                let field = |name: &str| {
+                    text.lines().filter_map(|l| l.strip_prefix(name)).map(str::trim_start).collect::<Vec<_>>().join("\n")
+                };
+                let data = field("data:");
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((Ok((field("event:"), data)), (bytes, buf)));
+            }
+            match bytes.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(anyhow::anyhow!("the stream broke: {e}")), (bytes, Vec::new()))),
+                None => return None,
+            }
+        }
+    })
+}
+
 fn exit_byte(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
@@ -244,40 +330,27 @@ fn exit_byte(code: i32) -> u8 {
 /// Streams an exec's output as it comes (Server-Sent Events).
 async fn stream_exec(c: &Client, id: &str, body: &Exec) -> Result<u8> {
     let resp = c.send(c.request(Method::POST, &format!("/v1/sandboxes/{id}/exec/stream")).json(body)).await?;
-    let mut bytes = resp.bytes_stream();
-    let mut buf = Vec::new();
+    let mut events = Box::pin(sse_events(resp));
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    while let Some(chunk) = bytes.next().await {
-        buf.extend_from_slice(&chunk.context("the stream broke")?);
-        while let Some(end) = find(&buf, b"\n\n") {
-            let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let data: String = String::from_utf8_lossy(&block)
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect::<Vec<_>>()
-                .join("\n");
-            if data.is_empty() {
-                continue;
+    while let Some(ev) = events.next().await {
+        let (_, data) = ev?;
+        match serde_json::from_str::<ExecEvent>(&data).context("bad event from the server")? {
+            ExecEvent::Start { .. } => {}
+            ExecEvent::Stdout { data } => {
+                out.write_all(data.as_bytes())?;
+                out.flush()?;
             }
-            match serde_json::from_str::<ExecEvent>(&data).context("bad event from the server")? {
-                ExecEvent::Start { .. } => {}
-                ExecEvent::Stdout { data } => {
-                    out.write_all(data.as_bytes())?;
-                    out.flush()?;
-                }
-                ExecEvent::Stderr { data } => {
-                    err.write_all(data.as_bytes())?;
-                    err.flush()?;
-                }
-                ExecEvent::Exit { exit_code, timed_out, .. } => {
-                    if timed_out && std::io::stderr().is_terminal() {
-                        eprintln!("reins: the command ran out of time");
-                    }
-                    return Ok(if timed_out { 124 } else { exit_byte(exit_code) });
-                }
-                ExecEvent::Error { code, message } => bail!("{message} ({code})"),
+            ExecEvent::Stderr { data } => {
+                err.write_all(data.as_bytes())?;
+                err.flush()?;
             }
+            ExecEvent::Exit { exit_code, timed_out, .. } => {
+                if timed_out && std::io::stderr().is_terminal() {
+                    eprintln!("reins: the command ran out of time");
+                }
+                return Ok(if timed_out { 124 } else { exit_byte(exit_code) });
+            }
+            ExecEvent::Error { code, message } => bail!("{message} ({code})"),
         }
     }
     bail!("the server ended the stream before the command exited")

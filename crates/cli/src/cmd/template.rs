@@ -3,9 +3,26 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::io::IsTerminal;
+
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use reins_api::v1::{self, List};
 use reins_sandbox::template::Templates;
+use reqwest::Method;
+
+use crate::client::{Client, ClientConfig};
+use crate::cmd::table::{json_out, print_table};
+
+/// `reins template [--local] …`
+#[derive(Debug, clap::Args)]
+pub struct TemplateArgs {
+    /// Manage this machine's data directory instead of the configured server's nodes.
+    #[arg(long, global = true)]
+    local: bool,
+    #[command(subcommand)]
+    cmd: TemplateCmd,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
@@ -14,23 +31,78 @@ pub enum TemplateCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Import a root file system from a directory, an OCI image archive or layout, or a `docker save` archive.
-    Import { source: PathBuf, name: String },
+    /// Import a root file system from a directory, an OCI image archive or layout, or a `docker save` archive
+    /// (through a server: an archive, uploaded with progress and imported on every node).
+    Import {
+        source: PathBuf,
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a template.
     Rm { name: String },
 }
 
-pub async fn run(data_dir: &Path, cmd: TemplateCmd) -> Result<u8> {
+/// Through the configured server (`REINS_URL`, or the config `reins up`
+/// wrote) when there is one, else on this machine's data directory.
+pub async fn run(data_dir: Option<&Path>, args: TemplateArgs) -> Result<u8> {
+    if !args.local && ClientConfig::resolve().is_ok() {
+        return remote(&Client::from_env()?, args.cmd).await;
+    }
+    let data_dir = data_dir.context("no data directory: set --data-dir or XDG_DATA_HOME")?;
     let store = Templates::open(data_dir.join("templates"))?;
-    match cmd {
+    match args.cmd {
         TemplateCmd::Ls { json } => ls(&store, json),
-        TemplateCmd::Import { source, name } => import(&store, &source, &name),
+        TemplateCmd::Import { source, name, json: _ } => import(&store, &source, &name),
         TemplateCmd::Rm { name } => {
             store.remove(&name)?;
             println!("removed {name}");
             Ok(0)
         }
     }
+}
+
+async fn remote(c: &Client, cmd: TemplateCmd) -> Result<u8> {
+    match cmd {
+        TemplateCmd::Ls { json } => {
+            let list: List<v1::Template> = c.json(c.request(Method::GET, "/v1/templates")).await?;
+            if json {
+                json_out(&list.items)?;
+            } else {
+                let rows = list.items.into_iter().map(|t| vec![t.name, short(&t.digest)]).collect();
+                print_table(&["NAME", "DIGEST"], rows);
+            }
+        }
+        TemplateCmd::Import { source, name, json } => {
+            if source.is_dir() {
+                bail!(
+                    "{} is a directory: through a server, import an OCI or `docker save` archive \
+                     (`tar -C DIR -cf image.tar .` for an OCI layout), or use `reins template --local import` on the node",
+                    source.display()
+                );
+            }
+            let (body, len) = crate::cmd::cp::file_body(&source).await?;
+            let req = c.request(Method::PUT, &format!("/v1/templates/{name}")).header("content-length", len).body(body);
+            if std::io::stderr().is_terminal() {
+                eprintln!("uploading {} to {} …", source.display(), c.base);
+            }
+            let t: v1::Template = c.json(req).await.with_context(|| format!("importing {}", source.display()))?;
+            if json {
+                json_out(&t)?;
+            } else {
+                println!("{} {}", t.name, t.digest);
+            }
+        }
+        TemplateCmd::Rm { name } => {
+            c.send(c.request(Method::DELETE, &format!("/v1/templates/{name}"))).await?;
+            println!("removed {name}");
+        }
+    }
+    Ok(0)
+}
+
+fn short(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
 fn ls(store: &Templates, json: bool) -> Result<u8> {

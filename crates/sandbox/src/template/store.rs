@@ -129,6 +129,12 @@ impl Templates {
         self.commit(&staging, name, Vec::new(), &format!("oci:{}", src.display()))
     }
 
+    /// A fresh path in the staging area, on the store's file system, for an
+    /// archive received over the network; the caller removes it.
+    pub fn scratch_file(&self) -> PathBuf {
+        self.root.join("staging").join(format!("upload-{}-{}", std::process::id(), now_nanos()))
+    }
+
     fn stage(&self) -> Result<PathBuf, Error> {
         let dir = self.root.join("staging").join(format!("{}-{}", std::process::id(), now_nanos()));
         fs::create_dir_all(dir.join("rootfs")).map_err(|e| Error::io(&dir, e))?;

@@ -1,9 +1,9 @@
-//! Tenants, API keys, nodes and templates.
+//! Tenants, API keys and nodes.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use reins_api::node::{JoinRequest, JoinResponse};
 use reins_api::v1::{self, CreateKey, CreateTenant, CreatedKey, JoinToken, Key, List, Tenant};
@@ -177,38 +177,4 @@ pub async fn join(State(app): Shared, Body(req): Body<JoinRequest>) -> Result<Js
         gateway: app.gateway_addr.clone(),
         gateway_cert_pem: app.gateway_cert_pem.clone(),
     }))
-}
-
-#[utoipa::path(get, path = "/v1/templates", tag = "templates",
-    responses((status = 200, body = List<v1::Template>), (status = 503, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn list_templates(State(app): Shared, _auth: Auth) -> Result<Json<List<v1::Template>>, ApiError> {
-    let mut items: Vec<v1::Template> = Vec::new();
-    for node in app.nodes.all() {
-        for t in node.call::<Vec<v1::Template>>(Method::GET, "/templates", None::<&()>).await? {
-            if !items.contains(&t) {
-                items.push(t);
-            }
-        }
-    }
-    items.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Json(List { items }))
-}
-
-#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates", params(("name" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
-pub async fn delete_template(State(app): Shared, auth: Auth, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    auth.require_admin()?;
-    reins_types::validate_template_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut found = false;
-    for node in app.nodes.all() {
-        match node.call_empty(Method::DELETE, &format!("/templates/{name}"), None::<&()>).await {
-            Ok(()) => found = true,
-            Err(e) if e.status == StatusCode::NOT_FOUND => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if !found {
-        return Err(ApiError::not_found("template"));
-    }
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use futures_util::{Stream, StreamExt};
 use http_body_util::BodyExt;
 use reins_api::node::{self as proto, ExecFrame};
-use reins_api::v1::{Exec, ExecEvent, ExecResult, Signal, Stdin, User};
+use reins_api::v1::{Exec, ExecEvent, ExecResult, PtySize, Signal, Stdin, User};
 use reins_api::ErrorBody;
 use reins_types::EnvVar;
 
@@ -29,7 +29,8 @@ use crate::state::{App, Shared};
 const MAX_OUTPUT: usize = 16 << 20;
 const DEFAULT_EXEC_TIMEOUT: u64 = 60;
 
-fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiError> {
+/// Checks a request and turns it into the node's form.
+pub(super) fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiError> {
     if req.cmd.is_empty() || req.cmd[0].is_empty() {
         return Err(ApiError::bad_request("cmd must name a program"));
     }
@@ -44,6 +45,9 @@ fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiE
     for (k, v) in &req.env {
         EnvVar::from_str(&format!("{k}={v}")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
+    if req.pty.is_some_and(|p| !p.is_valid()) {
+        return Err(ApiError::bad_request("pty cols and rows must be between 1 and 1000"));
+    }
     let secs = req.timeout_secs.unwrap_or(DEFAULT_EXEC_TIMEOUT);
     if secs == 0 || secs > app.limits.max_timeout.as_secs() {
         return Err(ApiError::bad_request("timeout_secs must be between 1 and the maximum sandbox timeout"));
@@ -55,51 +59,28 @@ fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto::Exec, ApiE
         root: req.user == User::Root,
         stdin: req.stdin.map(String::into_bytes).unwrap_or_default(),
         keep_stdin,
-        pty: None,
+        pty: req.pty.map(|p| (p.cols, p.rows)),
         timeout_ms: secs * 1000,
     })
 }
 
 /// Starts a command on `node` and returns its frames as they come.
-async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
+pub(super) async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
     let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
     let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
-    let data = resp.into_body().into_data_stream();
-    // (body, buffered bytes, done): parse newline-delimited frames in place, no extra task.
-    let state = (data, Vec::<u8>::new(), false);
-    Ok(futures_util::stream::unfold(state, |(mut data, mut buf, done)| async move {
-        loop {
-            if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                match serde_json::from_slice::<ExecFrame>(&line) {
-                    Ok(frame) => return Some((frame, (data, buf, done))),
-                    Err(_) => continue,
-                }
-            }
-            if done {
-                return None;
-            }
-            match data.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(_)) => {
-                    let frame =
-                        ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() };
-                    return Some((frame, (data, Vec::new(), true)));
-                }
-                None => return None,
-            }
-        }
+    Ok(crate::nodes::ndjson(resp.into_body()).map(|f| {
+        f.unwrap_or_else(|_| ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() })
     }))
 }
 
 /// Turns bytes into text without splitting a UTF-8 sequence across chunks.
 #[derive(Debug, Default)]
-struct Utf8 {
+pub(super) struct Utf8 {
     carry: Vec<u8>,
 }
 
 impl Utf8 {
-    fn push(&mut self, data: &[u8]) -> String {
+    pub(super) fn push(&mut self, data: &[u8]) -> String {
         self.carry.extend_from_slice(data);
         let valid = match std::str::from_utf8(&self.carry) {
             Ok(_) => self.carry.len(),
@@ -156,7 +137,7 @@ pub async fn exec(
 }
 
 /// The shell convention: the exit code, or 128 + N after signal N.
-fn exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+pub(super) fn exit_code(code: Option<i32>, signal: Option<i32>) -> i32 {
     code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
 }
 
@@ -216,6 +197,24 @@ pub async fn stdin(
     let path = format!("/sandboxes/{id}/exec/{pid}/stdin{}", if req.eof { "?eof=1" } else { "" });
     let resp = node.send(Method::POST, &path, HttpBody::from(req.data.into_bytes()), false).await?;
     let _ = resp.into_body().collect().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/exec/{pid}/resize", tag = "exec",
+    params(("id" = String, Path), ("pid" = i32, Path)), request_body = PtySize,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn resize(
+    State(app): Shared,
+    auth: Auth,
+    Path((id, pid)): Path<(String, i32)>,
+    Body(size): Body<PtySize>,
+) -> Result<StatusCode, ApiError> {
+    if !size.is_valid() {
+        return Err(ApiError::bad_request("cols and rows must be between 1 and 1000"));
+    }
+    let node = running(&app, &auth, &id).await?;
+    let body = proto::Resize { cols: size.cols, rows: size.rows };
+    node.call_empty(Method::POST, &format!("/sandboxes/{id}/exec/{pid}/resize"), Some(&body)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

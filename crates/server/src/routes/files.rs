@@ -1,12 +1,17 @@
-//! Files in a sandbox: download, upload, list, stat, mkdir, remove, move.
+//! Files in a sandbox: download, upload, list, stat, mkdir, remove, move,
+//! and watches streamed as Server-Sent Events.
 
 use axum::body::Body as HttpBody;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Response;
+use futures_util::{Stream, StreamExt};
+use std::convert::Infallible;
+use std::time::Duration;
 use axum::Json;
 use reins_api::node::FileQuery as NodeQuery;
-use reins_api::v1::{FileEntry, FileQuery, Mkdir, Move, User};
+use reins_api::v1::{FileEntry, FileEvent, FileQuery, Mkdir, Move, User, WatchQuery};
 use reins_api::ErrorBody;
 
 use super::running;
@@ -161,6 +166,33 @@ pub async fn rename(
     let q = NodeQuery { path: req.from, to: Some(req.to), root: req.user == User::Root, ..Default::default() };
     node.call_empty(Method::POST, &format!("/sandboxes/{id}/files/move?{}", encode(&q)?), None::<&()>).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/watch", tag = "files", params(("id" = String, Path), WatchQuery),
+    responses((status = 200, description = "Server-Sent Events named `file`, each `data` a `FileEvent` in JSON; \
+an `error` event ends the stream if the sandbox's node is lost", content_type = "text/event-stream", body = FileEvent),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn watch(
+    State(app): Shared,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<WatchQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    check_path(&q.path)?;
+    let node = running(&app, &auth, &id).await?;
+    let nq = NodeQuery { path: q.path, recursive: q.recursive, ..Default::default() };
+    let resp = node.send(Method::GET, &format!("/sandboxes/{id}/files/watch?{}", encode(&nq)?), HttpBody::empty(), false).await?;
+    let events = crate::nodes::ndjson::<FileEvent>(resp.into_body()).map(|item| {
+        Ok(match item {
+            Ok(ev) => Event::default().event("file").json_data(&ev).unwrap_or_default(),
+            Err(_) => Event::default()
+                .event("error")
+                .json_data(ErrorBody { code: "node_error".into(), message: "the node connection broke".into() })
+                .unwrap_or_default(),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 #[cfg(test)]

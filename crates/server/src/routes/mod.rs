@@ -2,9 +2,11 @@
 
 pub mod admin;
 pub mod exec;
+pub mod exec_ws;
 pub mod files;
 pub mod sandboxes;
 pub mod system;
+pub mod templates;
 
 use std::sync::Arc;
 
