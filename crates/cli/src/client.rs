@@ -121,7 +121,8 @@ impl Client {
             "authorization",
             format!("Bearer {}", self.key).parse().context("the API key is not a valid header value")?,
         );
-        let unreachable = |e: std::io::Error| anyhow::anyhow!("cannot reach Reins at {}: is `reins up` running? ({e})", self.base);
+        let unreachable =
+            |e: std::io::Error| anyhow::anyhow!("cannot reach Reins at {}: is `reins up` running? ({e})", self.base);
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(unreachable)?;
         tcp.set_nodelay(true)?;
         let io: Box<dyn Io> = if tls {

@@ -306,7 +306,11 @@ fn sse_events(resp: reqwest::Response) -> impl futures_util::Stream<Item = Resul
                 let block: Vec<u8> = buf.drain(..end + 2).collect();
                 let text = String::from_utf8_lossy(&block).into_owned();
                 let field = |name: &str| {
-                    text.lines().filter_map(|l| l.strip_prefix(name)).map(str::trim_start).collect::<Vec<_>>().join("\n")
+                    text.lines()
+                        .filter_map(|l| l.strip_prefix(name))
+                        .map(str::trim_start)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 };
                 let data = field("data:");
                 if data.is_empty() {

@@ -6,7 +6,15 @@ use super::{data_dir, reins_bin};
 
 fn reins(args: &[&str]) -> Output {
     let data = data_dir();
-    Command::new(reins_bin()).arg("--data-dir").arg(&data).args(args).output().expect("reins runs")
+    Command::new(reins_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(args)
+        .env("XDG_CONFIG_HOME", data.join("no-config"))
+        .env_remove("REINS_URL")
+        .env_remove("REINS_API_KEY")
+        .output()
+        .expect("reins runs")
 }
 
 fn stderr(o: &Output) -> String {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{data_dir, reins_bin, TestRuntime};
 
-enum Item<'a> {
+pub enum Item<'a> {
     Dir(&'a str),
     File(&'a str, &'a str),
     Link(&'a str, &'a str),
@@ -18,7 +18,7 @@ enum Item<'a> {
     Raw(&'a str, &'a str),
 }
 
-fn layer(items: &[Item<'_>]) -> Vec<u8> {
+pub fn layer(items: &[Item<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for item in items {
         let mut h = tar::Header::new_gnu();
@@ -64,7 +64,7 @@ fn digest(data: &[u8]) -> String {
 }
 
 /// Writes an OCI archive with `layers` (the second one gzipped) to `path`.
-fn oci_archive(path: &Path, layers: &[Vec<u8>]) {
+pub fn oci_archive(path: &Path, layers: &[Vec<u8>]) {
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut descs = Vec::new();
     for (i, l) in layers.iter().enumerate() {
@@ -98,7 +98,7 @@ fn oci_archive(path: &Path, layers: &[Vec<u8>]) {
 
 fn remove_template(name: &str) {
     let status = Command::new(reins_bin())
-        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "rm", name])
+        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "--local", "rm", name])
         .status()
         .expect("reins template rm");
     assert!(status.success(), "removing {name}");
@@ -114,7 +114,7 @@ fn add_file<W: Write>(b: &mut tar::Builder<W>, name: &str, data: &[u8]) {
 
 fn import(source: &Path, name: &str) -> std::process::Output {
     Command::new(reins_bin())
-        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "import"])
+        .args(["--data-dir", &data_dir().to_string_lossy(), "template", "--local", "import"])
         .arg(source)
         .arg(name)
         .output()

@@ -65,11 +65,18 @@ pub(super) fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto:
 }
 
 /// Starts a command on `node` and returns its frames as they come.
-pub(super) async fn frames(node: &NodeConn, id: &str, req: &proto::Exec) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
+pub(super) async fn frames(
+    node: &NodeConn,
+    id: &str,
+    req: &proto::Exec,
+) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
     let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
     let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
     Ok(crate::nodes::ndjson(resp.into_body()).map(|f| {
-        f.unwrap_or_else(|_| ExecFrame::Error { code: "node_error".into(), message: "the node connection broke".into() })
+        f.unwrap_or_else(|_| ExecFrame::Error {
+            code: "node_error".into(),
+            message: "the node connection broke".into(),
+        })
     }))
 }
 

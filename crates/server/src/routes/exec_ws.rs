@@ -59,10 +59,10 @@ pub async fn ws(
     Path(id): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let node = running(&app, &auth, &id).await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", format!("this route speaks WebSocket only: {e}"))
     })?;
-    let node = running(&app, &auth, &id).await?;
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)

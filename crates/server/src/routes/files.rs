@@ -6,13 +6,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Response;
-use futures_util::{Stream, StreamExt};
-use std::convert::Infallible;
-use std::time::Duration;
 use axum::Json;
+use futures_util::{Stream, StreamExt};
 use reins_api::node::FileQuery as NodeQuery;
 use reins_api::v1::{FileEntry, FileEvent, FileQuery, Mkdir, Move, User, WatchQuery};
 use reins_api::ErrorBody;
+use std::convert::Infallible;
+use std::time::Duration;
 
 use super::running;
 use crate::auth::Auth;
@@ -182,7 +182,9 @@ pub async fn watch(
     check_path(&q.path)?;
     let node = running(&app, &auth, &id).await?;
     let nq = NodeQuery { path: q.path, recursive: q.recursive, ..Default::default() };
-    let resp = node.send(Method::GET, &format!("/sandboxes/{id}/files/watch?{}", encode(&nq)?), HttpBody::empty(), false).await?;
+    let resp = node
+        .send(Method::GET, &format!("/sandboxes/{id}/files/watch?{}", encode(&nq)?), HttpBody::empty(), false)
+        .await?;
     let events = crate::nodes::ndjson::<FileEvent>(resp.into_body()).map(|item| {
         Ok(match item {
             Ok(ev) => Event::default().event("file").json_data(&ev).unwrap_or_default(),

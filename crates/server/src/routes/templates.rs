@@ -71,7 +71,11 @@ pub async fn import_template(
     auth.require_admin()?;
     reins_types::validate_template_name(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if name == "base" {
-        return Err(ApiError::new(StatusCode::CONFLICT, "reserved", "`base` is built from the host; choose another name"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "reserved",
+            "`base` is built from the host; choose another name",
+        ));
     }
     let max = app.limits.max_template;
     let declared =
@@ -117,7 +121,8 @@ impl Spool {
         let mut data = body.into_data_stream();
         let mut total = 0u64;
         while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "upload_interrupted", e.to_string()))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "upload_interrupted", e.to_string()))?;
             total += chunk.len() as u64;
             if total > max {
                 return Err(too_large(max));

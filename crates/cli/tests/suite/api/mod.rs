@@ -4,6 +4,7 @@
 mod auth;
 mod cluster;
 mod input;
+mod interactive;
 mod sandboxes;
 
 use std::path::{Path, PathBuf};
