@@ -220,3 +220,53 @@ async fn templates_are_imported_through_the_api() {
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
     api.ok(Method::DELETE, "/v1/templates/hello", None).await;
 }
+
+#[tokio::test]
+async fn the_cli_shell_gets_a_terminal_and_templates_go_through_the_server() {
+    let env = Env::new();
+    let up = env.up("d", &[]).await;
+    let id = up.admin().create(json!({})).await;
+    // `script` gives `reins sandbox shell` a real terminal, as a user's shell would.
+    let cmd =
+        format!("stty cols 97 rows 31; {} sandbox shell {id} -- bash --norc -i", crate::suite::reins_bin().display());
+    let config = env.dir.path().join("config");
+    let session = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("XDG_CONFIG_HOME", config)
+            .env_remove("REINS_URL")
+            .env_remove("REINS_API_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::sleep(Duration::from_millis(800));
+        stdin.write_all(b"stty size; echo in-$((6*7)); exit 6\r").expect("type");
+        std::thread::sleep(Duration::from_millis(800));
+        drop(stdin);
+        child.wait_with_output().expect("session")
+    });
+    let out = session.await.expect("session");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("31 97"), "the terminal size reached the sandbox: {s}");
+    assert!(s.contains("in-42"), "{s}");
+    assert_eq!(out.status.code(), Some(6), "{s}");
+
+    // `reins template import` uploads to the configured server.
+    let archive = env.dir.path().join("image.tar");
+    std::fs::write(&archive, oci_archive()).expect("archive");
+    let o = std::process::Command::new(crate::suite::reins_bin())
+        .args(["template", "import", archive.to_str().expect("path"), "viacli", "--json"])
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env_remove("REINS_URL")
+        .env_remove("REINS_API_KEY")
+        .output()
+        .expect("reins");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(t["name"], "viacli");
+    let list = up.admin().ok(Method::GET, "/v1/templates", None).await;
+    assert!(list["items"].as_array().expect("items").iter().any(|i| i["name"] == "viacli"), "{list}");
+}
