@@ -86,7 +86,7 @@ pub async fn attend(
         node_conn.call(Method::GET, "/status", None::<&()>).await.map_err(|e| anyhow::anyhow!(e.message))?;
     node_conn.set_status(status.clone());
     app.nodes.insert(Arc::clone(&node_conn));
-    reconcile(&app, &node_conn, &status, node_conn.connected_ms).await;
+    reconcile(&app, &node_conn, &status, node_conn.connected_ms, false).await;
     let mut ticks = 0u32;
     tokio::pin!(done);
     loop {
@@ -101,7 +101,7 @@ pub async fn attend(
                         ticks += 1;
                         if ticks.is_multiple_of(RECONCILE_EVERY) {
                             // Rows younger than a minute may still be starting on the node.
-                            reconcile(&app, &node_conn, &s, reins_store::now_ms() - 60_000).await;
+                            reconcile(&app, &node_conn, &s, reins_store::now_ms() - 60_000, true).await;
                         }
                     }
                     Err(e) => {

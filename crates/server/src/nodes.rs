@@ -48,6 +48,8 @@ pub struct NodeConn {
     status: Mutex<Option<Status>>,
     /// Sandboxes placed since the last status, so placement spreads between heartbeats.
     placed: AtomicU32,
+    /// Sandboxes the last reconciliation found on the node without a live row.
+    suspects: Mutex<std::collections::HashSet<String>>,
 }
 
 impl NodeConn {
@@ -59,7 +61,13 @@ impl NodeConn {
             transport,
             status: Mutex::new(None),
             placed: AtomicU32::new(0),
+            suspects: Mutex::default(),
         }
+    }
+
+    /// Records this reconciliation's unrecorded sandboxes; returns the last one's.
+    pub fn swap_suspects(&self, now: std::collections::HashSet<String>) -> std::collections::HashSet<String> {
+        std::mem::replace(&mut *self.suspects.lock().unwrap_or_else(|p| p.into_inner()), now)
     }
 
     pub fn status(&self) -> Option<Status> {

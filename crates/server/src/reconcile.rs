@@ -13,8 +13,12 @@ use crate::nodes::NodeConn;
 use crate::state::App;
 
 /// Reconciles `node` against its `status`; rows created after `cutoff_ms`
-/// are left alone (they may still be starting).
-pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i64) {
+/// are left alone (they may still be starting). A create writes its row and
+/// asks the node at once, so a sandbox may be on the node a moment before
+/// its row is committed: when `confirm` is set (periodic runs), an
+/// unrecorded sandbox is destroyed only if the previous run saw it
+/// unrecorded too; at a (re)connection, at once.
+pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i64, confirm: bool) {
     let rows = match app.store.node_sandboxes(&node.id).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -35,7 +39,13 @@ pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i
             }
         }
     }
-    for id in status.sandboxes.iter().filter(|id| !recorded.contains(id.as_str())) {
+    let unrecorded: HashSet<String> =
+        status.sandboxes.iter().filter(|id| !recorded.contains(id.as_str())).cloned().collect();
+    let suspected = node.swap_suspects(unrecorded.clone());
+    for id in &unrecorded {
+        if confirm && !suspected.contains(id) {
+            continue;
+        }
         // A live row may have been inserted since we read: check again before destroying.
         if app.store.node_sandboxes(&node.id).await.is_ok_and(|rows| rows.iter().any(|r| &r.id == id)) {
             continue;
