@@ -137,15 +137,8 @@ impl Client {
         match tokio_tungstenite::client_async(req, io).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let status = resp.status();
-                let body: Option<ErrorBody> = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok());
-                match body {
-                    Some(b) if status == reqwest::StatusCode::UNAUTHORIZED => {
-                        bail!("{} — check REINS_API_KEY or the key in ~/.config/reins/config.json", b.message)
-                    }
-                    Some(b) => bail!("{} ({})", b.message, b.code),
-                    None => bail!("the server answered {status}"),
-                }
+                let body = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok());
+                Err(refusal(resp.status().as_u16(), body))
             }
             Err(e) => bail!("WebSocket to {} failed: {e}", self.base),
         }
@@ -167,18 +160,22 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let status = resp.status();
-        let body: Option<ErrorBody> = resp.json().await.ok();
-        match body {
-            Some(b) if status == reqwest::StatusCode::UNAUTHORIZED => {
-                bail!("{} — check REINS_API_KEY or the key in ~/.config/reins/config.json", b.message)
-            }
-            Some(b) => bail!("{} ({})", b.message, b.code),
-            None => bail!("the server answered {status}"),
-        }
+        let status = resp.status().as_u16();
+        Err(refusal(status, resp.json().await.ok()))
     }
 
     pub async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
         self.send(req).await?.json().await.context("reading the server's answer")
+    }
+}
+
+/// A refused request as a message that says what to do.
+fn refusal(status: u16, body: Option<ErrorBody>) -> anyhow::Error {
+    match body {
+        Some(b) if status == 401 => {
+            anyhow::anyhow!("{} — check REINS_API_KEY or the key in ~/.config/reins/config.json", b.message)
+        }
+        Some(b) => anyhow::anyhow!("{} ({})", b.message, b.code),
+        None => anyhow::anyhow!("the server answered {status}"),
     }
 }

@@ -69,11 +69,10 @@ async fn import_template(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
     let templates = node.runtime().templates().clone();
     let file = templates.scratch_file();
-    let received = receive(&file, body).await;
-    let result = match received {
+    let result = match receive(&file, body).await {
         Ok(()) => {
-            let (templates, file2) = (templates.clone(), file.clone());
-            tokio::task::spawn_blocking(move || templates.import_oci(&file2, &name, &mut |_| {}))
+            let archive = file.clone();
+            tokio::task::spawn_blocking(move || templates.import_oci(&archive, &name, &mut |_| {}))
                 .await
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node_error", e.to_string()))
                 .and_then(|r| r.map_err(ApiError::from))

@@ -222,6 +222,16 @@ impl Nodes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Broken;
 
+impl Broken {
+    pub fn code(self) -> &'static str {
+        "node_error"
+    }
+
+    pub fn message(self) -> &'static str {
+        "the node connection broke"
+    }
+}
+
 /// The items of a newline-delimited JSON body as they arrive, parsed in
 /// place (no extra task). Lines that do not parse are skipped; a broken
 /// connection ends the stream with one `Err(Broken)`.

@@ -223,7 +223,7 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
                 pty: None,
             };
             if tty {
-                return crate::cmd::shell::run(&c, &id, body, true).await;
+                return crate::cmd::shell::run(&c, &id, body).await;
             }
             if json {
                 let r: ExecResult =
@@ -236,7 +236,7 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
         SandboxCmd::Shell { id, user, cwd, timeout, cmd } => {
             let cmd = if cmd.is_empty() { vec!["bash".into(), "-l".into()] } else { cmd };
             let body = Exec { cmd, cwd, user: user_of(&user), timeout_secs: timeout, ..Exec::default() };
-            return crate::cmd::shell::run(&c, &id, body, true).await;
+            return crate::cmd::shell::run(&c, &id, body).await;
         }
         SandboxCmd::Watch { id, path, recursive, json } => watch(&c, &id, &path, recursive, json).await?,
         SandboxCmd::Cp { src, dst } => crate::cmd::cp::run(&c, &src, &dst).await?,
@@ -327,7 +327,8 @@ fn sse_events(resp: reqwest::Response) -> impl futures_util::Stream<Item = Resul
     })
 }
 
-fn exit_byte(code: i32) -> u8 {
+/// A command's exit code as this process's exit code.
+pub fn exit_byte(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 

@@ -1,7 +1,7 @@
 //! Interactive commands over the API's WebSocket (`/v1/sandboxes/{id}/exec/ws`):
-//! `reins sandbox shell` and `reins sandbox exec -t`. With a terminal, the
-//! local one is put in raw mode, so Ctrl-C and window changes reach the
-//! command inside; without one, stdin is forwarded and Ctrl-C is sent as SIGINT.
+//! `reins sandbox shell` and `reins sandbox exec -t`. The command runs on a
+//! terminal in the sandbox; the local one is put in raw mode, so Ctrl-C and
+//! window changes reach the command inside.
 
 use std::io::{IsTerminal, Write};
 
@@ -12,22 +12,20 @@ use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Client;
+use crate::cmd::sandbox::exit_byte;
 use crate::cmd::term::{next_winch, terminal_size, winch, RawMode};
 
-/// Runs `exec` in sandbox `id`, on a terminal when `tty`; returns the exit code.
-pub async fn run(c: &Client, id: &str, mut exec: Exec, tty: bool) -> Result<u8> {
-    if tty {
-        let (cols, rows) = terminal_size().unwrap_or((80, 24));
-        exec.pty = Some(PtySize { cols, rows });
-    }
+/// Runs `exec` in sandbox `id` on a terminal; returns the exit code.
+pub async fn run(c: &Client, id: &str, mut exec: Exec) -> Result<u8> {
+    let (cols, rows) = terminal_size().unwrap_or((80, 24));
+    exec.pty = Some(PtySize { cols, rows });
     let mut ws = c.websocket(&format!("/v1/sandboxes/{id}/exec/ws")).await?;
     ws.send(Message::Text(serde_json::to_string(&exec)?.into())).await.context("sending the command")?;
-    let _raw = (tty && std::io::stdin().is_terminal()).then(RawMode::enable).flatten();
+    let _raw = std::io::stdin().is_terminal().then(RawMode::enable).flatten();
     let mut stdin = tokio::io::stdin();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 16 << 10];
     let mut winch = winch();
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
@@ -36,7 +34,7 @@ pub async fn run(c: &Client, id: &str, mut exec: Exec, tty: bool) -> Result<u8> 
                     match serde_json::from_str::<ExecEvent>(&text).context("bad event from the server")? {
                         ExecEvent::Exit { exit_code, timed_out, .. } => {
                             let _ = ws.close(None).await;
-                            return Ok(if timed_out { 124 } else { u8::try_from(exit_code).unwrap_or(1) });
+                            return Ok(if timed_out { 124 } else { exit_byte(exit_code) });
                         }
                         ExecEvent::Error { code, message } => bail!("{message} ({code})"),
                         _ => {}
@@ -53,13 +51,10 @@ pub async fn run(c: &Client, id: &str, mut exec: Exec, tty: bool) -> Result<u8> 
                 }
                 Ok(n) => ws.send(Message::Binary(buf[..n].to_vec().into())).await.context("sending input")?,
             },
-            () = next_winch(&mut winch), if tty => {
+            () = next_winch(&mut winch) => {
                 if let Some((cols, rows)) = terminal_size() {
                     control(&mut ws, &WsControl::Resize { cols, rows }).await?;
                 }
-            }
-            Some(()) = async { sigint.as_mut()?.recv().await }, if !tty => {
-                control(&mut ws, &WsControl::Signal { signal: "INT".into() }).await?;
             }
         }
     }

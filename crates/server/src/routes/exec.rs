@@ -72,22 +72,18 @@ pub(super) async fn frames(
 ) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
     let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
     let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
-    Ok(crate::nodes::ndjson(resp.into_body()).map(|f| {
-        f.unwrap_or_else(|_| ExecFrame::Error {
-            code: "node_error".into(),
-            message: "the node connection broke".into(),
-        })
-    }))
+    Ok(crate::nodes::ndjson(resp.into_body())
+        .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() })))
 }
 
 /// Turns bytes into text without splitting a UTF-8 sequence across chunks.
 #[derive(Debug, Default)]
-pub(super) struct Utf8 {
+struct Utf8 {
     carry: Vec<u8>,
 }
 
 impl Utf8 {
-    pub(super) fn push(&mut self, data: &[u8]) -> String {
+    fn push(&mut self, data: &[u8]) -> String {
         self.carry.extend_from_slice(data);
         let valid = match std::str::from_utf8(&self.carry) {
             Ok(_) => self.carry.len(),

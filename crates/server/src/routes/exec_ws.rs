@@ -22,7 +22,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use reins_api::node::{self as proto, ExecFrame};
-use reins_api::v1::{ws_channel, Exec, ExecEvent, WsControl};
+use reins_api::v1::{ws_channel, Exec, ExecEvent, PtySize, WsControl};
 use reins_api::ErrorBody;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -199,7 +199,7 @@ impl Input {
         match ctl {
             WsControl::Eof => self.stdin(Vec::new(), true).await,
             WsControl::Resize { cols, rows } => {
-                if !(1..=1000).contains(&cols) || !(1..=1000).contains(&rows) {
+                if !(PtySize { cols, rows }).is_valid() {
                     return Err("cols and rows must be between 1 and 1000".into());
                 }
                 let body = proto::Resize { cols, rows };

@@ -188,9 +188,9 @@ pub async fn watch(
     let events = crate::nodes::ndjson::<FileEvent>(resp.into_body()).map(|item| {
         Ok(match item {
             Ok(ev) => Event::default().event("file").json_data(&ev).unwrap_or_default(),
-            Err(_) => Event::default()
+            Err(b) => Event::default()
                 .event("error")
-                .json_data(ErrorBody { code: "node_error".into(), message: "the node connection broke".into() })
+                .json_data(ErrorBody { code: b.code().into(), message: b.message().into() })
                 .unwrap_or_default(),
         })
     });

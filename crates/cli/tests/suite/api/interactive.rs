@@ -47,6 +47,20 @@ async fn read_until(ws: &mut Ws, seen: &mut Seen, until: impl Fn(&Seen) -> bool)
     }
 }
 
+/// Sends a JSON text frame (the first `Exec`, or a control message).
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+}
+
+/// Connects, sends `first` and waits for the `start` event.
+async fn started(api: &Api, id: &str, first: Value) -> (Ws, Seen) {
+    let mut ws = connect(api, id).await;
+    send_json(&mut ws, first).await;
+    let mut seen = Seen::default();
+    read_until(&mut ws, &mut seen, |s| !s.events.is_empty()).await;
+    (ws, seen)
+}
+
 fn exited(s: &Seen) -> bool {
     s.events.iter().any(|e| e["type"] == "exit" || e["type"] == "error")
 }
@@ -60,9 +74,9 @@ async fn websocket_exec_streams_stdin_stdout_stderr_and_signals() {
 
     let mut ws = connect(&api, &id).await;
     let script = "while read l; do echo \"out:$l\"; echo \"err:$l\" >&2; done; exit 7";
-    ws.send(Message::Text(json!({"cmd": ["bash", "-c", script]}).to_string().into())).await.expect("send");
+    send_json(&mut ws, json!({"cmd": ["bash", "-c", script]})).await;
     ws.send(Message::Binary(b"one\ntwo\n".to_vec().into())).await.expect("stdin");
-    ws.send(Message::Text(json!({"type": "eof"}).to_string().into())).await.expect("eof");
+    send_json(&mut ws, json!({"type": "eof"})).await;
     let mut seen = Seen::default();
     read_until(&mut ws, &mut seen, exited).await;
     assert_eq!(seen.events.first().map(|e| e["type"].clone()), Some(json!("start")));
@@ -71,21 +85,15 @@ async fn websocket_exec_streams_stdin_stdout_stderr_and_signals() {
     assert_eq!(seen.events.last().expect("exit")["exit_code"], 7);
 
     // A signal by name ends a command that would run on.
-    let mut ws = connect(&api, &id).await;
-    ws.send(Message::Text(json!({"cmd": ["sleep", "30"]}).to_string().into())).await.expect("send");
-    let mut seen = Seen::default();
-    read_until(&mut ws, &mut seen, |s| !s.events.is_empty()).await;
-    ws.send(Message::Text(json!({"type": "signal", "signal": "TERM"}).to_string().into())).await.expect("signal");
+    let (mut ws, mut seen) = started(&api, &id, json!({"cmd": ["sleep", "30"]})).await;
+    send_json(&mut ws, json!({"type": "signal", "signal": "TERM"})).await;
     read_until(&mut ws, &mut seen, exited).await;
     let exit = seen.events.last().expect("exit");
     assert_eq!((exit["type"].as_str(), exit["exit_code"].as_i64()), (Some("exit"), Some(128 + 15)), "{exit}");
 
     // A bad control message gets an error event and the socket is closed; the sandbox keeps working.
-    let mut ws = connect(&api, &id).await;
-    ws.send(Message::Text(json!({"cmd": ["cat"]}).to_string().into())).await.expect("send");
-    let mut seen = Seen::default();
-    read_until(&mut ws, &mut seen, |s| !s.events.is_empty()).await;
-    ws.send(Message::Text("{\"type\": \"bogus\"}".into())).await.expect("send");
+    let (mut ws, mut seen) = started(&api, &id, json!({"cmd": ["cat"]})).await;
+    send_json(&mut ws, json!({"type": "bogus"})).await;
     read_until(&mut ws, &mut seen, exited).await;
     assert_eq!(seen.events.last().expect("error")["code"], "invalid");
     assert_eq!(api.exec(&id, &["echo", "still"]).await["stdout"], "still\n");
@@ -99,7 +107,7 @@ async fn websocket_pty_has_a_terminal_that_resizes() {
     let id = api.create(json!({})).await;
     let mut ws = connect(&api, &id).await;
     let first = json!({"cmd": ["bash", "--norc", "--noprofile", "-i"], "pty": {"cols": 91, "rows": 23}});
-    ws.send(Message::Text(first.to_string().into())).await.expect("send");
+    send_json(&mut ws, first).await;
     ws.send(Message::Binary(b"stty size; tty\n".to_vec().into())).await.expect("stdin");
     let mut seen = Seen::default();
     read_until(&mut ws, &mut seen, |s| String::from_utf8_lossy(&s.stdout).contains("/dev/pts/")).await;
@@ -107,9 +115,7 @@ async fn websocket_pty_has_a_terminal_that_resizes() {
     assert!(out.contains("23 91"), "{out}");
     assert!(seen.stderr.is_empty(), "a terminal has one output stream");
 
-    ws.send(Message::Text(json!({"type": "resize", "cols": 120, "rows": 40}).to_string().into()))
-        .await
-        .expect("resize");
+    send_json(&mut ws, json!({"type": "resize", "cols": 120, "rows": 40})).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     ws.send(Message::Binary(b"stty size\n".to_vec().into())).await.expect("stdin");
     read_until(&mut ws, &mut seen, |s| String::from_utf8_lossy(&s.stdout).contains("40 120")).await;
@@ -138,7 +144,7 @@ async fn websocket_refusals_are_clear() {
     assert_error(&plain, StatusCode::BAD_REQUEST, "not_websocket");
     // A first frame that is not an Exec is answered with an error event.
     let mut ws = connect(&api, &id).await;
-    ws.send(Message::Text("{\"cmd\": []}".into())).await.expect("send");
+    send_json(&mut ws, json!({"cmd": []})).await;
     let mut seen = Seen::default();
     read_until(&mut ws, &mut seen, exited).await;
     assert_eq!(seen.events.last().expect("error")["code"], "invalid");
