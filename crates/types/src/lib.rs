@@ -3,9 +3,11 @@
 //! untrusted input here is pure and property-tested.
 
 mod limits;
+pub mod net;
 mod size;
 mod spec;
 
+pub use net::{NetMode, NetworkPolicy, Rule, RuleError};
 pub use limits::{CpuQuota, Limits, LimitsError};
 pub use size::{parse_duration, parse_size, ParseError};
 pub use spec::{validate_template_name, EnvVar, SandboxSpec, SpecError, Volume};
