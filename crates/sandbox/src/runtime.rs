@@ -81,6 +81,8 @@ pub(crate) struct Inner {
     /// Held while a child is being prepared ahead.
     pub(crate) conceiving: tokio::sync::Mutex<()>,
     refill_task: Mutex<Option<JoinHandle<()>>>,
+    /// Makes sockets in sandboxes' network namespaces; started on first use.
+    netjoin: std::sync::OnceLock<crate::ns::netjoin::NetJoiner>,
 }
 
 /// Creates sandboxes; cheap to clone.
@@ -117,6 +119,7 @@ impl Runtime {
             refill: Arc::new(Notify::new()),
             conceiving: tokio::sync::Mutex::new(()),
             refill_task: Mutex::new(None),
+            netjoin: std::sync::OnceLock::new(),
         });
         if inner.opts.embryos > 0 {
             let task = tokio::spawn(keep_embryos(Arc::downgrade(&inner), Arc::clone(&inner.refill)));
@@ -254,6 +257,14 @@ impl Runtime {
 }
 
 impl Inner {
+    pub(crate) fn netjoin(&self) -> Result<&crate::ns::netjoin::NetJoiner, Error> {
+        if let Some(j) = self.netjoin.get() {
+            return Ok(j);
+        }
+        let started = crate::ns::netjoin::NetJoiner::start().map_err(Error::Helper)?;
+        Ok(self.netjoin.get_or_init(|| started))
+    }
+
     /// Applies `limits` to a held slot's cgroups (rewritten only when the
     /// slot's record differs), records them, and returns its `cgroup.procs` files.
     pub fn limit(&self, slot: &mut Slot, limits: &Limits) -> Result<Vec<String>, Error> {

@@ -1,6 +1,6 @@
 //! One sandbox, seen from the host: commands, files, pause, destroy.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -128,6 +128,29 @@ impl Sandbox {
     /// True once the sandbox's timeout killed it.
     pub fn timed_out(&self) -> bool {
         self.timed_out.load(Ordering::SeqCst)
+    }
+
+    /// A TCP listener bound to `addr` inside the sandbox's network namespace,
+    /// served by the host (the egress proxy's in-sandbox address).
+    pub async fn listen_tcp(&self, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+        let fd = self.net_socket(crate::ns::netjoin::SocketKind::Listen(addr)).await?;
+        tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd)).map_err(|e| Error::Helper(e.to_string()))
+    }
+
+    /// An unconnected TCP socket inside the sandbox's network namespace: the
+    /// host connects it to a port of the sandbox's loopback (ingress).
+    pub async fn tcp_socket(&self, v6: bool) -> Result<tokio::net::TcpSocket, Error> {
+        let fd = self.net_socket(crate::ns::netjoin::SocketKind::Stream { v6 }).await?;
+        Ok(tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
+    }
+
+    async fn net_socket(&self, kind: crate::ns::netjoin::SocketKind) -> Result<OwnedFd, Error> {
+        let (pidfd, _) = self.life.as_ref().ok_or(Error::Gone)?;
+        if pidfd.exited() {
+            return Err(self.gone());
+        }
+        let joiner = self.inner.netjoin()?;
+        joiner.socket(pidfd.0.get_ref().as_fd(), kind).await.map_err(Error::Setup)
     }
 
     fn gone(&self) -> Error {

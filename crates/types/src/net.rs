@@ -357,6 +357,67 @@ impl NetworkPolicy {
     }
 }
 
+/// A credential the proxy adds to requests for some hosts; its value never
+/// enters the sandbox. `Debug` does not show the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// The tenant's secret it comes from.
+    pub name: String,
+    /// Domain patterns it is sent to.
+    pub hosts: Vec<Rule>,
+    pub header_name: String,
+    /// The whole header value (for example `Bearer sk-…`).
+    pub header_value: String,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("header_name", &self.header_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// True when this credential is bound to `domain` (normalized) on `port`.
+    pub fn applies_to(&self, domain: &str, port: u16) -> bool {
+        self.hosts.iter().any(|r| r.matches_name(domain, port))
+    }
+}
+
+/// What a node enforces for one sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxNetwork {
+    #[serde(default)]
+    pub policy: NetworkPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
+}
+
+/// One connection attempt through the egress proxy, allowed or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetEvent {
+    /// Unix time in milliseconds when it started.
+    pub at_ms: i64,
+    /// `connect`, `http`, `socks5` or `credential` (forwarded with a credential).
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    /// The address connected to, when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    pub allowed: bool,
+    /// Why it was refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes from the sandbox to the destination, and back.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod fdpass;
+pub mod netjoin;
 pub mod netns;
 pub mod seccomp;
 pub mod setup;
