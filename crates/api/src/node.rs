@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use reins_types::SandboxSpec;
+use reins_types::{SandboxNetwork, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 /// Route prefix of every node route.
@@ -20,6 +20,11 @@ pub struct CreateSandbox {
     /// Chosen by the control plane; unique in the cluster.
     pub id: String,
     pub spec: SandboxSpec,
+    /// Its network policy and the credentials its proxy adds (values included:
+    /// they travel only on the node protocol's mutual TLS, and the node keeps
+    /// them in memory).
+    #[serde(default)]
+    pub network: SandboxNetwork,
 }
 
 /// `GET /node/v1/status`
@@ -32,6 +37,18 @@ pub struct Status {
     pub sandboxes: Vec<String>,
     /// Memory promised to running sandboxes (sum of their limits).
     pub memory_reserved_bytes: u64,
+    /// Egress proxy totals since the node started.
+    #[serde(default)]
+    pub egress: EgressCounters,
+}
+
+/// Connection attempts through the egress proxies of a node, and their traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressCounters {
+    pub allowed: u64,
+    pub denied: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 /// What a node can host.

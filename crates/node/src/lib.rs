@@ -12,6 +12,7 @@ mod dial;
 mod error;
 mod files;
 mod identity;
+mod net;
 mod routes;
 mod state;
 

@@ -29,6 +29,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", axum::routing::delete(destroy))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/network", axum::routing::put(set_network))
+        .route("/network/log", get(network_log))
         .route("/exec", post(exec))
         .route("/exec/{pid}/stdin", post(stdin))
         .route("/exec/{pid}/signal", post(signal))
@@ -49,7 +51,7 @@ async fn status(State(node): Shared) -> Json<proto::Status> {
 }
 
 async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> Result<StatusCode, ApiError> {
-    node.create(req.id, req.spec).await?;
+    node.create(req.id, req.spec, req.network).await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -108,6 +110,19 @@ async fn destroy(State(node): Shared, Path(id): Path<String>) -> Result<StatusCo
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn set_network(
+    State(node): Shared,
+    Path(id): Path<String>,
+    Json(network): Json<reins_types::SandboxNetwork>,
+) -> Result<StatusCode, ApiError> {
+    node.set_network(&id, network).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn network_log(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<reins_types::NetEvent>>, ApiError> {
+    Ok(Json(node.net_log(&id)?))
+}
+
 async fn pause(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     node.set_paused(&id, true)?;
     Ok(StatusCode::NO_CONTENT)
@@ -120,9 +135,12 @@ async fn resume(State(node): Shared, Path(id): Path<String>) -> Result<StatusCod
 
 async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto::Exec>) -> Result<Response, ApiError> {
     let sandbox = node.get(&id)?;
+    // The proxy's variables first: the caller's own settings win.
+    let mut env = node.net_env(&id);
+    env.extend(req.env);
     let request = ExecRequest {
         argv: req.cmd,
-        env: req.env.into_iter().collect(),
+        env,
         cwd: req.cwd,
         user: if req.root { User::Root } else { User::User },
         pty: req.pty,

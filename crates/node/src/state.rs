@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use reins_api::node::{Capacity, Status};
 use reins_sandbox::{ExecControl, Runtime, Sandbox};
-use reins_types::SandboxSpec;
+use reins_types::{NetMode, NetEvent, SandboxNetwork, SandboxSpec};
 
 use crate::error::ApiError;
+use crate::net::{NetAudit, NetState};
 use axum::http::StatusCode;
 
 /// Limits of what one node accepts.
@@ -21,11 +22,17 @@ pub struct NodeOptions {
     /// reservations (an idle sandbox uses about 1 MiB), so the default is four
     /// times the host's memory.
     pub memory_bytes: u64,
+    /// The egress proxy's fixed name answers and extra upstream CA.
+    pub egress: reins_net::EgressOptions,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { max_sandboxes: 1000, memory_bytes: host_memory().saturating_mul(4) }
+        Self {
+            max_sandboxes: 1000,
+            memory_bytes: host_memory().saturating_mul(4),
+            egress: reins_net::EgressOptions::default(),
+        }
     }
 }
 
@@ -42,6 +49,8 @@ struct Entry {
     memory: u64,
     /// Frozen: commands and file operations would hang, so they are refused.
     paused: bool,
+    /// Its egress proxy, once its policy was other than `none`.
+    net: Option<NetState>,
 }
 
 #[derive(Default)]
@@ -59,6 +68,8 @@ pub struct Node {
     runtime: Runtime,
     opts: NodeOptions,
     inner: Mutex<Inner>,
+    egress: Arc<reins_net::Egress>,
+    audit: Arc<NetAudit>,
 }
 
 impl std::fmt::Debug for Node {
@@ -68,8 +79,11 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Arc<Self> {
-        Arc::new(Self { id, runtime, opts, inner: Mutex::new(Inner::default()) })
+    /// Fails only when the egress options are invalid (an unreadable CA).
+    pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Result<Arc<Self>, String> {
+        let audit = Arc::new(NetAudit::default());
+        let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
+        Ok(Arc::new(Self { id, runtime, opts, inner: Mutex::new(Inner::default()), egress, audit }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -96,11 +110,12 @@ impl Node {
             },
             sandboxes: inner.sandboxes.keys().cloned().collect(),
             memory_reserved_bytes: inner.reserved_memory,
+            egress: self.audit.counters(),
         }
     }
 
     /// Starts sandbox `id`, within capacity.
-    pub async fn create(&self, id: String, spec: SandboxSpec) -> Result<(), ApiError> {
+    pub async fn create(&self, id: String, spec: SandboxSpec, network: SandboxNetwork) -> Result<(), ApiError> {
         if !spec.volumes.is_empty() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "host volumes are not accepted by a node"));
         }
@@ -121,19 +136,78 @@ impl Node {
             inner.pending += 1;
             inner.reserved_memory += memory;
         }
-        let created = self.runtime.create(&spec).await;
+        let created = match self.runtime.create(&spec).await {
+            Ok(sandbox) => self.start_net(&id, &sandbox, network).await.map(|net| (sandbox, net)),
+            Err(e) => Err(e.into()),
+        };
         let mut inner = self.lock();
         inner.pending -= 1;
         match created {
-            Ok(sandbox) => {
-                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory, paused: false });
+            Ok((sandbox, net)) => {
+                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory, paused: false, net });
                 Ok(())
             }
             Err(e) => {
                 inner.reserved_memory -= memory;
-                Err(e.into())
+                Err(e)
             }
         }
+    }
+
+    /// The proxy of a sandbox whose policy is not `none`: a listener at
+    /// [`reins_net::PROXY_ADDR`] inside it, served here.
+    async fn start_net(
+        &self,
+        id: &str,
+        sandbox: &Sandbox,
+        network: SandboxNetwork,
+    ) -> Result<Option<NetState>, ApiError> {
+        if network.policy.mode == NetMode::None {
+            return Ok(None);
+        }
+        let listener = sandbox.listen_tcp(reins_net::PROXY_ADDR).await?;
+        Ok(Some(NetState::start(&self.egress, &self.audit, id, listener, network)))
+    }
+
+    /// Changes a sandbox's network settings; new connections follow them.
+    pub async fn set_network(&self, id: &str, network: SandboxNetwork) -> Result<(), ApiError> {
+        let sandbox = {
+            let inner = self.lock();
+            let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
+            if let Some(net) = &e.net {
+                net.settings.send_replace(Arc::new(network));
+                return Ok(());
+            }
+            Arc::clone(&e.sandbox)
+        };
+        let Some(state) = self.start_net(id, &sandbox, network.clone()).await? else { return Ok(()) };
+        let mut inner = self.lock();
+        let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
+        match &e.net {
+            // Another change won the race: it has the listener; apply ours to it.
+            Some(net) => {
+                net.settings.send_replace(Arc::new(network));
+            }
+            None => e.net = Some(state),
+        }
+        Ok(())
+    }
+
+    /// The environment that points a sandbox's programs at its proxy (empty without one).
+    pub fn net_env(&self, id: &str) -> Vec<(String, String)> {
+        let inner = self.lock();
+        match inner.sandboxes.get(id) {
+            Some(Entry { net: Some(_), .. }) => reins_net::proxy_env(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sandbox's recent connection attempts, oldest first.
+    pub fn net_log(&self, id: &str) -> Result<Vec<NetEvent>, ApiError> {
+        if !self.lock().sandboxes.contains_key(id) {
+            return Err(ApiError::not_found());
+        }
+        Ok(self.audit.log(id))
     }
 
     /// A running (not paused) sandbox; 409 when it is paused.
@@ -168,8 +242,10 @@ impl Node {
             inner.execs.retain(|(sb, _), _| sb != id);
             entry
         };
-        entry.sandbox.kill();
-        let mut sandbox = entry.sandbox;
+        self.audit.forget(id);
+        let Entry { mut sandbox, net, .. } = entry;
+        drop(net);
+        sandbox.kill();
         // Requests in flight hold a reference for a moment; they fail now that it is killed.
         for _ in 0..2000 {
             match Arc::try_unwrap(sandbox) {

@@ -12,6 +12,7 @@ mod ids;
 mod keys;
 mod nodes;
 mod sandboxes;
+mod secrets;
 mod tenants;
 
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use ids::{hash_secret, new_id, new_secret, sandbox_id};
 pub use keys::{ApiKey, Principal};
 pub use nodes::Node;
 pub use sandboxes::{EndReason, NewSandbox, Page, SandboxFilter, SandboxRow, SandboxState};
+pub use secrets::SecretRow;
 pub use tenants::{Tenant, DEFAULT_TENANT};
 
 /// The embedded migrations, identical for both engines.

@@ -74,6 +74,8 @@ pub struct SandboxRow {
     pub state: SandboxState,
     /// The creation request as JSON (limits, env, …), opaque to the store.
     pub spec: String,
+    /// The network policy as JSON (secret names, never values), opaque to the store.
+    pub network: String,
     pub metadata: BTreeMap<String, String>,
     pub created_ms: i64,
     pub expires_ms: i64,
@@ -89,6 +91,7 @@ pub struct NewSandbox {
     pub node_id: String,
     pub template: String,
     pub spec: String,
+    pub network: String,
     pub metadata: BTreeMap<String, String>,
     pub expires_ms: i64,
 }
@@ -114,7 +117,7 @@ pub struct Page {
 }
 
 const COLUMNS: &str =
-    "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, end_reason";
+    "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, end_reason, network";
 
 fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
     let state: String = row.try_get("state")?;
@@ -126,6 +129,7 @@ fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
         template: row.try_get("template")?,
         state: SandboxState::parse(&state).ok_or_else(|| Error::Conflict(format!("unknown state {state}")))?,
         spec: row.try_get("spec")?,
+        network: row.try_get("network")?,
         metadata: serde_json::from_str(&metadata)?,
         created_ms: row.try_get("created_ms")?,
         expires_ms: row.try_get("expires_ms")?,
@@ -168,6 +172,7 @@ impl Store {
             template: new.template.clone(),
             state: SandboxState::Running,
             spec: new.spec.clone(),
+            network: new.network.clone(),
             metadata: new.metadata.clone(),
             created_ms: now_ms(),
             expires_ms: new.expires_ms,
@@ -175,7 +180,7 @@ impl Store {
             end_reason: None,
         };
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)"
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)"
         ))
         .bind(&row.id)
         .bind(&row.tenant_id)
@@ -186,6 +191,7 @@ impl Store {
         .bind(serde_json::to_string(&row.metadata)?)
         .bind(row.created_ms)
         .bind(row.expires_ms)
+        .bind(&row.network)
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::unique(e, "sandbox id already exists"))?;
@@ -285,6 +291,21 @@ impl Store {
                 .bind(id)
                 .bind(tenant_id)
                 .bind(expires_ms)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Replaces a live sandbox's network policy.
+    pub async fn set_sandbox_network(&self, tenant_id: &str, id: &str, network: &str) -> Result<(), Error> {
+        let done =
+            sqlx::query("UPDATE sandboxes SET network = $3 WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'")
+                .bind(id)
+                .bind(tenant_id)
+                .bind(network)
                 .execute(self.pool())
                 .await?;
         if done.rows_affected() == 0 {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use reins_store::{
-    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, Store, DEFAULT_TENANT,
+    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store, DEFAULT_TENANT,
 };
 
 struct Db {
@@ -65,6 +65,7 @@ fn new_sandbox(tenant: &str, meta: &[(&str, &str)]) -> NewSandbox {
         node_id: "node_a".into(),
         template: "base".into(),
         spec: "{}".into(),
+        network: "{}".into(),
         metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         expires_ms: now_ms() + 60_000,
     }
@@ -245,6 +246,40 @@ async fn expiry_state_and_purge() {
         assert_eq!(s.purge_ended(now_ms() + 1).await.expect("purge"), 1);
         assert!(matches!(s.sandbox(DEFAULT_TENANT, &old.id).await, Err(Error::NotFound)));
         assert!(s.sandbox(DEFAULT_TENANT, &young.id).await.is_ok());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn networks_change_and_secrets_stay_in_their_tenant() {
+    both(|s| async move {
+        let sb = s.insert_sandbox(&new_sandbox(DEFAULT_TENANT, &[])).await.expect("insert");
+        assert_eq!(sb.network, "{}");
+        s.set_sandbox_network(DEFAULT_TENANT, &sb.id, r#"{"mode":"open"}"#).await.expect("set");
+        assert_eq!(s.sandbox(DEFAULT_TENANT, &sb.id).await.expect("get").network, r#"{"mode":"open"}"#);
+        assert!(matches!(s.set_sandbox_network("tn_other", &sb.id, "{}").await, Err(Error::NotFound)));
+
+        let other = s.create_tenant("other", None).await.expect("tenant");
+        let row = |tenant: &str, sealed: &str| SecretRow {
+            tenant_id: tenant.into(),
+            name: "openai".into(),
+            hosts: r#"["api.openai.com"]"#.into(),
+            header_name: "Authorization".into(),
+            header_format: "Bearer {secret}".into(),
+            sealed: sealed.into(),
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let first = s.put_secret(&row(DEFAULT_TENANT, "v1")).await.expect("put");
+        let again = s.put_secret(&row(DEFAULT_TENANT, "v2")).await.expect("replace");
+        assert_eq!((again.sealed.as_str(), again.created_ms), ("v2", first.created_ms));
+        s.put_secret(&row(&other.id, "theirs")).await.expect("other tenant's");
+        assert_eq!(s.secrets(DEFAULT_TENANT).await.expect("list").len(), 1);
+        assert_eq!(s.secret(&other.id, "openai").await.expect("theirs").sealed, "theirs");
+        s.delete_secret(DEFAULT_TENANT, "openai").await.expect("delete");
+        assert!(matches!(s.secret(DEFAULT_TENANT, "openai").await, Err(Error::NotFound)));
+        assert!(matches!(s.delete_secret(DEFAULT_TENANT, "openai").await, Err(Error::NotFound)));
+        assert_eq!(s.secret(&other.id, "openai").await.expect("still theirs").sealed, "theirs");
     })
     .await;
 }
