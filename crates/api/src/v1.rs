@@ -40,6 +40,106 @@ pub struct CreateSandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
+    /// Network policy; `none` (loopback only) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// A sandbox's network policy (`PUT /v1/sandboxes/{id}/network`, and at create).
+///
+/// Rules are `HOST[:PORTS]`: a domain (`api.openai.com`), a wildcard
+/// (`*.pypi.org`, names below it), an IP address or CIDR (`10.0.0.0/8`,
+/// `[fd00::/8]:443`); ports are `*`, `443`, `8000-8100` or a comma list.
+/// Deny rules win. Private, loopback, link-local and the host's own
+/// addresses are refused unless an allow rule names them by address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// `none` (default), `allowlist` or `open` (every public address; audited).
+    #[serde(default = "default_mode")]
+    #[schema(pattern = "^(none|allowlist|open)$")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Names of the tenant's secrets the proxy adds to requests for their hosts
+    /// (reached as `http://HOST.reins.internal/…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+fn default_mode() -> String {
+    "none".to_owned()
+}
+
+impl Default for Network {
+    /// `none`: loopback only.
+    fn default() -> Self {
+        Self { mode: default_mode(), allow: Vec::new(), deny: Vec::new(), secrets: Vec::new() }
+    }
+}
+
+/// `PUT /v1/secrets/{name}`: a secret and where it is sent. The value is
+/// never returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    pub value: String,
+    /// Domain rules of the hosts it is sent to (`api.openai.com`, `*.example.com:443`).
+    pub hosts: Vec<String>,
+    /// Header it goes in; `Authorization` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The header's value, with `{secret}` where the value goes; `Bearer {secret}` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// A secret as listed: everything but its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub header: String,
+    pub format: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One connection attempt through a sandbox's egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkEvent {
+    pub at_ms: i64,
+    /// `connect`, `http`, `socks5`, `credential` or `proxy`.
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+}
+
+impl From<reins_types::NetEvent> for NetworkEvent {
+    fn from(e: reins_types::NetEvent) -> Self {
+        Self {
+            at_ms: e.at_ms,
+            protocol: e.protocol,
+            host: e.host,
+            port: e.port,
+            addr: e.addr,
+            allowed: e.allowed,
+            reason: e.reason,
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            duration_ms: e.duration_ms,
+        }
+    }
 }
 
 /// Where a sandbox is in its life.
@@ -71,6 +171,7 @@ pub struct Sandbox {
     /// `deleted`, `timeout`, `lost` or `failed`, once ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    pub network: Network,
 }
 
 /// `GET /v1/sandboxes` query.

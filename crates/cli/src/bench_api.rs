@@ -133,6 +133,7 @@ pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
         gateway_advertise: None,
         tls: None,
         limits: Limits::default(),
+        secret_key_file: None,
     })
     .await?;
     let url = format!("http://{}", server.api_addr);

@@ -45,6 +45,9 @@ enum Command {
     /// Tenants (admin).
     #[command(subcommand)]
     Tenant(cmd::admin::TenantCmd),
+    /// Secrets the egress proxy adds to sandboxes' requests (values never enter a sandbox).
+    #[command(subcommand)]
+    Secret(cmd::network::SecretCmd),
     /// Run a command in a fresh sandbox and remove the sandbox afterwards.
     Run(cmd::run::RunArgs),
     /// Manage templates (root file systems of sandboxes).
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Sandbox(c) => cmd::sandbox::run(c).await,
             Command::Key(c) => cmd::admin::key(c).await,
             Command::Tenant(c) => cmd::admin::tenant(c).await,
+            Command::Secret(c) => cmd::network::secret(c).await,
             Command::Run(args) => cmd::run::run(&data_dir?, args).await,
             Command::Template(t) => cmd::template::run(data_dir.as_deref().ok(), t).await,
             Command::Bench(b) => bench::run(&data_dir?, b).await,

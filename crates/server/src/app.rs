@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 
 use crate::error::ApiError;
-use crate::routes::{admin, exec, exec_ws, files, sandboxes, system, templates};
+use crate::routes::{admin, exec, exec_ws, files, network, sandboxes, system, templates};
 use crate::state::App;
 
 pub fn router(app: Arc<App>) -> Router {
@@ -18,6 +18,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/network", axum::routing::put(network::set))
+        .route("/sandboxes/{id}/network/log", get(network::log))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/stream", post(exec::stream))
         .route("/sandboxes/{id}/exec/ws", get(exec_ws::ws))
@@ -36,6 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/nodes", get(admin::list_nodes))
         .route("/nodes/tokens", post(admin::create_join_token))
         .route("/nodes/join", post(admin::join))
+        .route("/secrets", get(network::list_secrets))
+        .route("/secrets/{name}", axum::routing::put(network::put_secret).delete(network::delete_secret))
         .route("/templates", get(templates::list_templates))
         .route("/templates/{name}", delete(templates::delete_template).put(templates::import_template))
         .route("/openapi.json", get(system::openapi));

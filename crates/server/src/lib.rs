@@ -16,6 +16,7 @@ mod openapi;
 mod reaper;
 mod reconcile;
 mod routes;
+mod sealing;
 mod serve;
 mod state;
 
@@ -47,6 +48,9 @@ pub struct ServerOptions {
     /// TLS for the public API (certificate chain and key).
     pub tls: Option<Identity>,
     pub limits: Limits,
+    /// The key that seals secrets at rest, unless `REINS_SECRET_KEY` is set;
+    /// `DATA/secret.key` (generated on first start) when `None`.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// A running control plane.
@@ -66,6 +70,8 @@ impl Server {
         let store = Store::connect(&opts.database_url)
             .await
             .with_context(|| format!("opening the database {}", redact(&opts.database_url)))?;
+        let key_file = opts.secret_key_file.clone().unwrap_or_else(|| opts.data_dir.join("secret.key"));
+        let sealing = sealing::SealingKey::load(&key_file)?;
         let gw_identity = Identity::load_or_generate(&opts.data_dir.join("gateway"), reins_tls::GATEWAY_NAME)?;
         let gateway_tls = Arc::new(reins_tls::gateway_server(&gw_identity)?);
         let api =
@@ -85,6 +91,7 @@ impl Server {
             gateway_cert_pem: gw_identity.cert_pem.clone(),
             gateway_addr: opts.gateway_advertise.clone().unwrap_or_else(|| gateway_addr.to_string()),
             upload_dir: opts.data_dir.join("uploads"),
+            sealing,
         });
         let (tx, rx) = watch::channel(false);
         let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);

@@ -6,7 +6,7 @@ use reins_api::ErrorBody;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, exec, exec_ws, files, sandboxes, templates};
+use crate::routes::{admin, exec, exec_ws, files, network, sandboxes, templates};
 
 struct Security;
 
@@ -89,11 +89,12 @@ impl Modify for ErrorResponses {
         admin::create_tenant, admin::list_tenants, admin::create_key, admin::list_keys, admin::revoke_key,
         admin::create_join_token, admin::list_nodes, admin::join,
         templates::list_templates, templates::import_template, templates::delete_template,
+        network::set, network::log, network::put_secret, network::list_secrets, network::delete_secret,
     ),
     components(schemas(ErrorBody, v1::Sandbox, v1::SandboxState, v1::CreateSandbox, v1::SandboxList, v1::SetTimeout,
         v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::PtySize, v1::WsControl, v1::FileEvent, v1::FileEventKind, v1::User, v1::FileEntry, v1::FileKind,
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
-        v1::JoinToken, v1::Node, JoinRequest, JoinResponse)),
+        v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent)),
     modifiers(&Security, &ErrorResponses),
 )]
 struct ApiDoc;

@@ -79,6 +79,8 @@ pub struct App {
     pub gateway_addr: String,
     /// Where uploads wait until the nodes have them (template archives).
     pub upload_dir: std::path::PathBuf,
+    /// Seals tenants' secrets at rest.
+    pub sealing: crate::sealing::SealingKey,
 }
 
 pub type Shared = axum::extract::State<Arc<App>>;

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cleanup;
 pub mod cp;
+pub mod network;
 pub mod run;
 pub mod sandbox;
 pub mod serve;

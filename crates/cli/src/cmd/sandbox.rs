@@ -10,6 +10,7 @@ use reins_api::v1::{CreateSandbox, Exec, ExecEvent, ExecResult, FileEvent, Sandb
 use reqwest::Method;
 
 use crate::client::Client;
+use crate::cmd::network::NetworkArgs;
 use crate::cmd::table::{json_out, print_table, when};
 
 #[derive(Debug, Subcommand)]
@@ -37,6 +38,24 @@ pub enum SandboxCmd {
         /// Seconds until release.
         #[arg(long)]
         timeout: Option<u64>,
+        #[command(flatten)]
+        network: NetworkArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a sandbox's network policy, or replace it (new connections follow at once).
+    Network {
+        id: String,
+        #[command(flatten)]
+        network: NetworkArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A sandbox's logs; `--network`: its connection attempts through the egress proxy.
+    Logs {
+        id: String,
+        #[arg(long, required = true)]
+        network: bool,
         #[arg(long)]
         json: bool,
     },
@@ -157,7 +176,7 @@ fn show(sandboxes: &[Sandbox]) {
 pub async fn run(cmd: SandboxCmd) -> Result<u8> {
     let c = Client::from_env()?;
     match cmd {
-        SandboxCmd::Create { template, cpus, memory_mb, pids, disk_mb, env, metadata, timeout, json } => {
+        SandboxCmd::Create { template, cpus, memory_mb, pids, disk_mb, env, metadata, timeout, network, json } => {
             let body = CreateSandbox {
                 template,
                 cpus,
@@ -167,6 +186,7 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
                 env: pairs(&env, "--env")?,
                 metadata: pairs(&metadata, "--metadata")?,
                 timeout_secs: timeout,
+                network: network.policy(),
             };
             let s: Sandbox = c.json(c.request(Method::POST, "/v1/sandboxes").json(&body)).await?;
             if json {
@@ -238,6 +258,8 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
             let body = Exec { cmd, cwd, user: user_of(&user), timeout_secs: timeout, ..Exec::default() };
             return crate::cmd::shell::run(&c, &id, body).await;
         }
+        SandboxCmd::Network { id, network, json } => crate::cmd::network::network(&c, &id, &network, json).await?,
+        SandboxCmd::Logs { id, network: _, json } => crate::cmd::network::logs(&c, &id, json).await?,
         SandboxCmd::Watch { id, path, recursive, json } => watch(&c, &id, &path, recursive, json).await?,
         SandboxCmd::Cp { src, dst } => crate::cmd::cp::run(&c, &src, &dst).await?,
         SandboxCmd::Rm { ids } => {

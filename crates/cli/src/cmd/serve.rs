@@ -27,6 +27,40 @@ pub struct TlsArgs {
     tls_self_signed: bool,
 }
 
+/// The egress proxy's settings on a node.
+#[derive(Debug, Args, Default)]
+pub struct EgressArgs {
+    /// A fixed answer for a name the sandboxes' proxy resolves, like `curl
+    /// --resolve`: NAME=IP[,IP…] (repeatable; still checked against policies).
+    #[arg(long = "resolve", value_name = "NAME=IP")]
+    resolve: Vec<String>,
+    /// An extra CA (PEM) trusted when the proxy forwards with a credential.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+}
+
+impl EgressArgs {
+    pub fn options(&self) -> Result<reins_net::EgressOptions> {
+        let mut resolve = std::collections::HashMap::new();
+        for r in &self.resolve {
+            let (name, ips) = r.split_once('=').with_context(|| format!("--resolve {r}: use NAME=IP[,IP]"))?;
+            let ips = ips
+                .split(',')
+                .map(|ip| ip.trim().parse::<std::net::IpAddr>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--resolve {r}: not an IP address"))?;
+            let name = reins_types::net::normalize_domain(name).with_context(|| format!("--resolve {r}: not a name"))?;
+            resolve.insert(name, ips);
+        }
+        let upstream_ca = self
+            .upstream_ca
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()?;
+        Ok(reins_net::EgressOptions { resolve, upstream_ca })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// API address.
@@ -50,8 +84,14 @@ pub struct UpArgs {
     /// Do not write the CLI config (~/.config/reins/config.json).
     #[arg(long)]
     no_config: bool,
+    /// The key that seals secrets (base64, 32 bytes; generated as DATA/server/secret.key
+    /// when absent). `REINS_SECRET_KEY` holds the key itself and wins.
+    #[arg(long, env = "REINS_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    egress: EgressArgs,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +110,9 @@ pub struct ServerArgs {
     default_timeout: u64,
     #[arg(long, default_value_t = 86400)]
     max_timeout: u64,
+    /// The key that seals secrets (see `reins up --help`); every control plane on one database needs the same.
+    #[arg(long, env = "REINS_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -93,15 +136,17 @@ pub struct NodeArgs {
     /// Sum of the memory limits this node accepts, such as 96G (default: 4 × the host's memory).
     #[arg(long, value_parser = size)]
     max_memory: Option<u64>,
+    #[command(flatten)]
+    egress: EgressArgs,
 }
 
 fn size(s: &str) -> Result<u64, String> {
     reins_types::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn node_options(max_sandboxes: u32, max_memory: Option<u64>) -> NodeOptions {
+fn node_options(max_sandboxes: u32, max_memory: Option<u64>, egress: &EgressArgs) -> Result<NodeOptions> {
     let d = NodeOptions::default();
-    NodeOptions { max_sandboxes, memory_bytes: max_memory.unwrap_or(d.memory_bytes) }
+    Ok(NodeOptions { max_sandboxes, memory_bytes: max_memory.unwrap_or(d.memory_bytes), egress: egress.options()? })
 }
 
 fn limits(default_timeout: u64, max_timeout: u64) -> Result<Limits> {
@@ -180,6 +225,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_advertise: None,
         tls,
         limits: limits(args.default_timeout, args.max_timeout)?,
+        secret_key_file: args.secret_key_file,
     })
     .await
     .map_err(|e| {
@@ -201,9 +247,8 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         ClientConfig::update_url(&url, ca.as_deref())?;
     }
 
-    let local =
-        LocalNode::start(&server, data_dir, &url, ca.as_deref(), node_options(args.max_sandboxes, args.max_memory))
-            .await?;
+    let opts = node_options(args.max_sandboxes, args.max_memory, &args.egress)?;
+    let local = LocalNode::start(&server, data_dir, &url, ca.as_deref(), opts).await?;
     println!("Reins is up at {url}");
     eprintln!("  node gateway: {}", server.gateway_addr);
     eprintln!("  try:  reins sandbox create && reins sandbox exec ID -- echo hello");
@@ -239,7 +284,7 @@ impl LocalNode {
             }
         };
         let runtime = config::runtime(data_dir, 2, 4)?;
-        let node = Node::new(identity.node_id.clone(), runtime, opts);
+        let node = Node::new(identity.node_id.clone(), runtime, opts).map_err(anyhow::Error::msg)?;
         let (stop, rx) = watch::channel(false);
         server.attach_local(&identity.node_id, reins_node::router(std::sync::Arc::clone(&node)), rx).await?;
         Ok(Self { node, stop })
@@ -266,6 +311,7 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_advertise: args.gateway_advertise,
         tls,
         limits: limits(args.default_timeout, args.max_timeout)?,
+        secret_key_file: args.secret_key_file,
     })
     .await?;
     if let Some(secret) = server.bootstrap_admin().await? {
@@ -295,7 +341,8 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     };
     println!("node {} serving control plane gateway {}", identity.node_id, identity.gateway);
     let runtime = config::runtime(data_dir, 2, 4)?;
-    let node = Node::new(identity.node_id.clone(), runtime, node_options(args.max_sandboxes, args.max_memory));
+    let opts = node_options(args.max_sandboxes, args.max_memory, &args.egress)?;
+    let node = Node::new(identity.node_id.clone(), runtime, opts).map_err(anyhow::Error::msg)?;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
     terminated().await;

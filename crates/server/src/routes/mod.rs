@@ -4,6 +4,7 @@ pub mod admin;
 pub mod exec;
 pub mod exec_ws;
 pub mod files;
+pub mod network;
 pub mod sandboxes;
 pub mod system;
 pub mod templates;

@@ -43,6 +43,7 @@ pub fn view(row: SandboxRow) -> v1::Sandbox {
         expires_ms: row.expires_ms,
         ended_ms: row.ended_ms,
         end_reason: row.end_reason,
+        network: super::network::stored(&row.network),
     }
 }
 
@@ -129,6 +130,11 @@ pub async fn create(
     Body(req): Body<CreateSandbox>,
 ) -> Result<(StatusCode, Json<v1::Sandbox>), ApiError> {
     let (spec, timeout) = validate(&app, &req)?;
+    let (network_view, policy) = super::network::validate(&req.network.clone().unwrap_or_default())?;
+    let network = super::network::resolve(&app, auth.tenant(), &network_view, policy).await?;
+    if network.policy.mode == reins_types::NetMode::Open {
+        tracing::info!(tenant = %auth.tenant(), "sandbox created with an open network");
+    }
     let node = app.nodes.pick(spec.limits.memory_bytes)?;
     let new = NewSandbox {
         id: sandbox_id(),
@@ -136,13 +142,14 @@ pub async fn create(
         node_id: node.id.clone(),
         template: spec.template.clone(),
         spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
+        network: serde_json::to_string(&network_view).map_err(ApiError::internal)?,
         metadata: req.metadata,
         expires_ms: now_ms() + timeout.as_millis() as i64,
     };
     // The row and the sandbox are made at once. Whatever fails, the other is undone;
     // and after a crash in between the reconciler ends a row without a sandbox
     // (lost) and destroys a sandbox without a live row (orphan).
-    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec };
+    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec, network };
     let (row, started) =
         tokio::join!(app.store.insert_sandbox(&new), node.call_empty(Method::POST, "/sandboxes", Some(&body)));
     match (row, started) {
