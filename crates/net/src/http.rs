@@ -216,7 +216,8 @@ async fn forward(sb: Arc<SandboxCtx>, req: Request<Incoming>) -> Response<Body> 
     };
     if let Some(h) = req.headers().get(header::HOST) {
         if !same_authority(h, &auth, 80) {
-            let msg = format!("refused: the Host header `{}` does not match `{auth}`", String::from_utf8_lossy(h.as_bytes()));
+            let msg =
+                format!("refused: the Host header `{}` does not match `{auth}`", String::from_utf8_lossy(h.as_bytes()));
             sb.record(event("http", &host.to_string(), port, None, Err(&msg)));
             return text(StatusCode::FORBIDDEN, &msg);
         }
@@ -277,4 +278,3 @@ pub(crate) async fn send<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Err(e) => text(StatusCode::BAD_GATEWAY, &format!("{host}: {e}")),
     }
 }
-

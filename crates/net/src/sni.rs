@@ -78,6 +78,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_name_of_an_openssl_client_hello() {
+        // Captured from `curl https://web.test:18443/` (OpenSSL 3, Debian 12).
+        let hello = include_bytes!("../tests/data/curl-openssl-hello.bin");
+        assert_eq!(inspect(hello), Hello::Tls(Some("web.test".into())));
+    }
+
+    #[test]
     fn other_protocols_are_not_tls() {
         assert_eq!(inspect(b"SSH-2.0-OpenSSH_9.2\r\n"), Hello::NotTls);
         assert_eq!(inspect(b"GET / HTTP/1.1\r\n"), Hello::NotTls);

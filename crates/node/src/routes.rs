@@ -119,7 +119,10 @@ async fn set_network(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn network_log(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<reins_types::NetEvent>>, ApiError> {
+async fn network_log(
+    State(node): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<reins_types::NetEvent>>, ApiError> {
     Ok(Json(node.net_log(&id)?))
 }
 

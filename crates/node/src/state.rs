@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reins_api::node::{Capacity, Status};
 use reins_sandbox::{ExecControl, Runtime, Sandbox};
-use reins_types::{NetMode, NetEvent, SandboxNetwork, SandboxSpec};
+use reins_types::{NetEvent, NetMode, SandboxNetwork, SandboxSpec};
 
 use crate::error::ApiError;
 use crate::net::{NetAudit, NetState};

@@ -101,6 +101,18 @@ pub async fn render(app: &App) -> String {
     for (id, s) in &statuses {
         let _ = writeln!(out, "reins_node_capacity_memory_bytes{{node=\"{id}\"}} {}", s.capacity.memory_bytes);
     }
+    out.push_str("# HELP reins_egress_connections_total Connection attempts through sandboxes' egress proxies, per node (as of its last status).\n# TYPE reins_egress_connections_total counter\n");
+    for (id, s) in &statuses {
+        let _ =
+            writeln!(out, "reins_egress_connections_total{{node=\"{id}\",decision=\"allowed\"}} {}", s.egress.allowed);
+        let _ =
+            writeln!(out, "reins_egress_connections_total{{node=\"{id}\",decision=\"denied\"}} {}", s.egress.denied);
+    }
+    out.push_str("# HELP reins_egress_bytes_total Bytes through sandboxes' egress proxies, per node.\n# TYPE reins_egress_bytes_total counter\n");
+    for (id, s) in &statuses {
+        let _ = writeln!(out, "reins_egress_bytes_total{{node=\"{id}\",direction=\"up\"}} {}", s.egress.bytes_up);
+        let _ = writeln!(out, "reins_egress_bytes_total{{node=\"{id}\",direction=\"down\"}} {}", s.egress.bytes_down);
+    }
     let _ = writeln!(
         out,
         "# HELP reins_nodes_connected Connected nodes.\n# TYPE reins_nodes_connected gauge\nreins_nodes_connected {}",

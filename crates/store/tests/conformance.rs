@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use reins_store::{
-    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store, DEFAULT_TENANT,
+    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store,
+    DEFAULT_TENANT,
 };
 
 struct Db {

@@ -7,7 +7,7 @@ pub mod net;
 mod size;
 mod spec;
 
-pub use net::{Credential, NetEvent, NetMode, NetworkPolicy, Rule, RuleError, SandboxNetwork};
 pub use limits::{CpuQuota, Limits, LimitsError};
+pub use net::{Credential, NetEvent, NetMode, NetworkPolicy, Rule, RuleError, SandboxNetwork};
 pub use size::{parse_duration, parse_size, ParseError};
 pub use spec::{validate_template_name, EnvVar, SandboxSpec, SpecError, Volume};

@@ -219,9 +219,11 @@ impl Rule {
     pub fn matches_name(&self, domain: &str, port: u16) -> bool {
         let host = match &self.host {
             HostPattern::Domain(d) => d == domain,
-            HostPattern::Below(d) => domain.len() > d.len() + 1 && domain.ends_with(d.as_str()) && {
-                domain.as_bytes()[domain.len() - d.len() - 1] == b'.'
-            },
+            HostPattern::Below(d) => {
+                domain.len() > d.len() + 1 && domain.ends_with(d.as_str()) && {
+                    domain.as_bytes()[domain.len() - d.len() - 1] == b'.'
+                }
+            }
             HostPattern::Net(_) => false,
         };
         host && self.port_ok(port)
@@ -337,7 +339,13 @@ impl NetworkPolicy {
     /// address came from resolving a name that [`Self::check_name`] allowed
     /// (then a public address needs no rule of its own); `own` says whether
     /// an address is one of the host's.
-    pub fn check_addr(&self, ip: IpAddr, port: u16, via_name: bool, own: &dyn Fn(IpAddr) -> bool) -> Result<(), Denial> {
+    pub fn check_addr(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        via_name: bool,
+        own: &dyn Fn(IpAddr) -> bool,
+    ) -> Result<(), Denial> {
         let ip = canonical(ip);
         if self.mode == NetMode::None {
             return Err(Denial::NoNetwork);
@@ -454,8 +462,21 @@ mod tests {
         assert_eq!(rule("10.1.2.3/8").to_string(), "10.0.0.0/8");
         assert_eq!(rule("x.com:*").to_string(), "x.com");
         for bad in [
-            "", "*", "*.", "x.com:0", "x.com:65536", "x.com:9-8", "x.com:", "[1.2.3.4]:80", "[::1", "a..b", "-a.com",
-            "1.2.3.999", "http://x.com", "x.com/path", "x com",
+            "",
+            "*",
+            "*.",
+            "x.com:0",
+            "x.com:65536",
+            "x.com:9-8",
+            "x.com:",
+            "[1.2.3.4]:80",
+            "[::1",
+            "a..b",
+            "-a.com",
+            "1.2.3.999",
+            "http://x.com",
+            "x.com/path",
+            "x com",
         ] {
             assert!(bad.parse::<Rule>().is_err(), "{bad:?} should not parse");
         }
@@ -491,7 +512,8 @@ mod tests {
     fn special_addresses_need_a_rule_naming_them() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let open = policy(NetMode::Open, &["example.com"], &[]);
-        for s in ["169.254.169.254", "10.1.2.3", "127.0.0.1", "192.168.1.1", "::1", "fe80::1", "::ffff:10.0.0.1", "0.0.0.0"]
+        for s in
+            ["169.254.169.254", "10.1.2.3", "127.0.0.1", "192.168.1.1", "::1", "fe80::1", "::ffff:10.0.0.1", "0.0.0.0"]
         {
             assert_eq!(open.check_addr(ip(s), 80, true, NOT_OWN), Err(Denial::Special(canonical(ip(s)))), "{s}");
         }

@@ -142,7 +142,12 @@ pub async fn secret(cmd: SecretCmd) -> Result<u8> {
     let c = Client::from_env()?;
     match cmd {
         SecretCmd::Set { name, hosts, header, format, from_env, json } => {
-            let body = PutSecret { value: read_value(from_env.as_deref())?, hosts, header: Some(header), format: Some(format) };
+            let body = PutSecret {
+                value: read_value(from_env.as_deref())?,
+                hosts,
+                header: Some(header),
+                format: Some(format),
+            };
             let s: Secret = c.json(c.request(Method::PUT, &format!("/v1/secrets/{name}")).json(&body)).await?;
             if json {
                 json_out(&s)?;

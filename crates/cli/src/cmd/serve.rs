@@ -49,7 +49,8 @@ impl EgressArgs {
                 .map(|ip| ip.trim().parse::<std::net::IpAddr>())
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("--resolve {r}: not an IP address"))?;
-            let name = reins_types::net::normalize_domain(name).with_context(|| format!("--resolve {r}: not a name"))?;
+            let name =
+                reins_types::net::normalize_domain(name).with_context(|| format!("--resolve {r}: not a name"))?;
             resolve.insert(name, ips);
         }
         let upstream_ca = self

@@ -22,8 +22,9 @@ const MAX_SECRET_LEN: usize = 8 << 10;
 
 /// Checks a policy and returns it normalized (rules as they print) with its parsed form.
 pub fn validate(n: &Network) -> Result<(Network, NetworkPolicy), ApiError> {
-    let mode = NetMode::parse(&n.mode)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown network mode `{}`: use none, allowlist or open", n.mode)))?;
+    let mode = NetMode::parse(&n.mode).ok_or_else(|| {
+        ApiError::bad_request(format!("unknown network mode `{}`: use none, allowlist or open", n.mode))
+    })?;
     let policy = NetworkPolicy::parse(mode, &n.allow, &n.deny).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if n.secrets.len() > MAX_SANDBOX_SECRETS {
         return Err(ApiError::bad_request(format!("at most {MAX_SANDBOX_SECRETS} secrets per sandbox")));
@@ -142,13 +143,16 @@ fn validate_secret(req: &PutSecret) -> Result<(Vec<Rule>, String, String), ApiEr
     if req.hosts.is_empty() || req.hosts.len() > 32 {
         return Err(bad("a secret is bound to 1 to 32 hosts".into()));
     }
-    let hosts = req.hosts.iter().map(|h| h.parse::<Rule>()).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
+    let hosts =
+        req.hosts.iter().map(|h| h.parse::<Rule>()).collect::<Result<Vec<_>, _>>().map_err(|e| bad(e.to_string()))?;
     if let Some(r) = hosts.iter().find(|r| matches!(r.host, HostPattern::Net(_))) {
         return Err(bad(format!("`{r}`: secrets are bound to domain names (TLS needs one), not addresses")));
     }
     let header = req.header.clone().unwrap_or_else(|| "Authorization".into());
     let forbidden = ["host", "connection", "content-length", "transfer-encoding", "upgrade", "te", "trailer"];
-    if http::HeaderName::from_bytes(header.as_bytes()).is_err() || forbidden.contains(&header.to_ascii_lowercase().as_str()) {
+    if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        || forbidden.contains(&header.to_ascii_lowercase().as_str())
+    {
         return Err(bad(format!("`{header}` cannot carry a secret: use a header such as Authorization or x-api-key")));
     }
     let format = req.format.clone().unwrap_or_else(|| "Bearer {secret}".into());
@@ -156,7 +160,9 @@ fn validate_secret(req: &PutSecret) -> Result<(Vec<Rule>, String, String), ApiEr
         return Err(bad("the format must contain `{secret}`".into()));
     }
     if http::HeaderValue::from_str(&format.replace("{secret}", &req.value)).is_err() {
-        return Err(bad("the value (in its format) is not a valid header value: no line breaks or control characters".into()));
+        return Err(bad(
+            "the value (in its format) is not a valid header value: no line breaks or control characters".into()
+        ));
     }
     Ok((hosts, header, format))
 }

@@ -5,7 +5,9 @@ mod auth;
 mod cluster;
 mod input;
 mod interactive;
+mod network;
 mod sandboxes;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
