@@ -23,6 +23,8 @@ pub enum BenchCmd {
     Sandbox(SandboxBench),
     /// The API over loopback HTTP against an in-process `reins up`, with the library as reference.
     Api(crate::bench_api::ApiBench),
+    /// The egress proxy: added latency, throughput, and the cold-start cost of an allowlist.
+    Network(crate::bench_net::NetBench),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +86,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     let args = match cmd {
         BenchCmd::Sandbox(args) => args,
         BenchCmd::Api(args) => return crate::bench_api::run(data_dir, args).await,
+        BenchCmd::Network(args) => return crate::bench_net::run(data_dir, args).await,
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_net;
 mod client;
 mod cmd;
 mod config;
