@@ -137,7 +137,8 @@ pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     if up.write_all(&first).await.is_err() {
         return sb.record(finish(ev, started, 0, 0));
     }
-    let (c2u, u2c) = tokio::io::copy_bidirectional(&mut client, &mut up).await.unwrap_or((0, 0));
+    let (c2u, u2c) =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, 64 << 10, 64 << 10).await.unwrap_or((0, 0));
     sb.record(finish(ev, started, first.len() as u64 + c2u, u2c));
 }
 

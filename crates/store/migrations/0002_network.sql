@@ -1,7 +1,9 @@
--- Network policies of sandboxes (JSON, with secret names, never values) and
+-- Network policies and ingress settings of sandboxes (JSON, with secret names, never values) and
 -- tenants' secrets (sealed by the control plane; the store sees ciphertext).
 
 ALTER TABLE sandboxes ADD COLUMN network TEXT NOT NULL DEFAULT '{}';
+-- Ingress: the sealed per-sandbox access token and the ports made public (JSON).
+ALTER TABLE sandboxes ADD COLUMN access TEXT NOT NULL DEFAULT '{}';
 
 CREATE TABLE secrets (
     tenant_id     TEXT NOT NULL REFERENCES tenants(id),

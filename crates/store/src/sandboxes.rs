@@ -76,6 +76,8 @@ pub struct SandboxRow {
     pub spec: String,
     /// The network policy as JSON (secret names, never values), opaque to the store.
     pub network: String,
+    /// Ingress settings as JSON (sealed access token, public ports), opaque to the store.
+    pub access: String,
     pub metadata: BTreeMap<String, String>,
     pub created_ms: i64,
     pub expires_ms: i64,
@@ -92,6 +94,7 @@ pub struct NewSandbox {
     pub template: String,
     pub spec: String,
     pub network: String,
+    pub access: String,
     pub metadata: BTreeMap<String, String>,
     pub expires_ms: i64,
 }
@@ -117,7 +120,7 @@ pub struct Page {
 }
 
 const COLUMNS: &str =
-    "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, end_reason, network";
+    "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, end_reason, network, access";
 
 fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
     let state: String = row.try_get("state")?;
@@ -130,6 +133,7 @@ fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
         state: SandboxState::parse(&state).ok_or_else(|| Error::Conflict(format!("unknown state {state}")))?,
         spec: row.try_get("spec")?,
         network: row.try_get("network")?,
+        access: row.try_get("access")?,
         metadata: serde_json::from_str(&metadata)?,
         created_ms: row.try_get("created_ms")?,
         expires_ms: row.try_get("expires_ms")?,
@@ -173,6 +177,7 @@ impl Store {
             state: SandboxState::Running,
             spec: new.spec.clone(),
             network: new.network.clone(),
+            access: new.access.clone(),
             metadata: new.metadata.clone(),
             created_ms: now_ms(),
             expires_ms: new.expires_ms,
@@ -180,7 +185,7 @@ impl Store {
             end_reason: None,
         };
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)"
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)"
         ))
         .bind(&row.id)
         .bind(&row.tenant_id)
@@ -192,6 +197,7 @@ impl Store {
         .bind(row.created_ms)
         .bind(row.expires_ms)
         .bind(&row.network)
+        .bind(&row.access)
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::unique(e, "sandbox id already exists"))?;
@@ -312,6 +318,32 @@ impl Store {
             return Err(Error::NotFound);
         }
         Ok(())
+    }
+
+    /// Replaces a live sandbox's ingress settings.
+    pub async fn set_sandbox_access(&self, tenant_id: &str, id: &str, access: &str) -> Result<(), Error> {
+        let done =
+            sqlx::query("UPDATE sandboxes SET access = $3 WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'")
+                .bind(id)
+                .bind(tenant_id)
+                .bind(access)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    /// A live sandbox by id alone, whatever its tenant (ingress, which is
+    /// authorized by the sandbox's own token).
+    pub async fn live_sandbox(&self, id: &str) -> Result<SandboxRow, Error> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = $1 AND state <> 'ended'"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(Error::NotFound)?;
+        sandbox(&row)
     }
 
     /// Marks a sandbox ended and frees its quota, once: returns false when it

@@ -67,6 +67,7 @@ fn new_sandbox(tenant: &str, meta: &[(&str, &str)]) -> NewSandbox {
         template: "base".into(),
         spec: "{}".into(),
         network: "{}".into(),
+        access: "{}".into(),
         metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         expires_ms: now_ms() + 60_000,
     }
@@ -259,6 +260,11 @@ async fn networks_change_and_secrets_stay_in_their_tenant() {
         s.set_sandbox_network(DEFAULT_TENANT, &sb.id, r#"{"mode":"open"}"#).await.expect("set");
         assert_eq!(s.sandbox(DEFAULT_TENANT, &sb.id).await.expect("get").network, r#"{"mode":"open"}"#);
         assert!(matches!(s.set_sandbox_network("tn_other", &sb.id, "{}").await, Err(Error::NotFound)));
+        s.set_sandbox_access(DEFAULT_TENANT, &sb.id, r#"{"public":[80]}"#).await.expect("access");
+        assert_eq!(s.live_sandbox(&sb.id).await.expect("live").access, r#"{"public":[80]}"#);
+        assert!(matches!(s.set_sandbox_access("tn_other", &sb.id, "{}").await, Err(Error::NotFound)));
+        s.end_sandbox(&sb.id, EndReason::Deleted).await.expect("end");
+        assert!(matches!(s.live_sandbox(&sb.id).await, Err(Error::NotFound)));
 
         let other = s.create_tenant("other", None).await.expect("tenant");
         let row = |tenant: &str, sealed: &str| SecretRow {
