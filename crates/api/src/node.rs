@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 /// Route prefix of every node route.
 pub const PREFIX: &str = "/node/v1";
 
+/// On `ANY /node/v1/sandboxes/{id}/ports/{port}`: the path and query the
+/// sandbox's server gets.
+pub const PORT_PATH_HEADER: &str = "x-reins-port-path";
+/// On the same route: relay raw bytes both ways instead of one HTTP request.
+pub const PORT_TUNNEL_HEADER: &str = "x-reins-port-tunnel";
+
 /// `POST /node/v1/sandboxes`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateSandbox {

@@ -172,6 +172,26 @@ pub struct Sandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
     pub network: Network,
+    /// The token for its private ports (`X-Access-Token`); only in the answer to create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+}
+
+/// `PUT /v1/sandboxes/{id}/ports/{port}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPortAccess {
+    /// Reachable without the access token.
+    pub public: bool,
+}
+
+/// A port's access after a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortAccess {
+    pub port: u16,
+    pub public: bool,
+    /// Every public port of the sandbox.
+    pub public_ports: Vec<u16>,
 }
 
 /// `GET /v1/sandboxes` query.

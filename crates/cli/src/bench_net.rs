@@ -227,7 +227,13 @@ pub async fn run(data_dir: &Path, args: NetBench) -> Result<u8> {
     Ok(0)
 }
 
-async fn measure(rt: &Runtime, egress: &Arc<Egress>, net: &SandboxNetwork, port: u16, args: &NetBench) -> Result<Report> {
+async fn measure(
+    rt: &Runtime,
+    egress: &Arc<Egress>,
+    net: &SandboxNetwork,
+    port: u16,
+    args: &NetBench,
+) -> Result<Report> {
     let sb = rt.create(&SandboxSpec::default()).await?;
     let (_settings, rx) = watch::channel(Arc::new(net.clone()));
     let proxy = egress.serve(sb.id().to_owned(), sb.listen_tcp(PROXY_ADDR).await?, rx);
@@ -263,7 +269,9 @@ async fn measure(rt: &Runtime, egress: &Arc<Egress>, net: &SandboxNetwork, port:
         h_rate = h_rate.max(download(&mut proxy_conn, &req, bytes).await?);
         let mut tunnel = to_proxy(&sb).await?;
         let mut buf = Vec::new();
-        tunnel.write_all(format!("CONNECT bench.test:{port} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n").as_bytes()).await?;
+        tunnel
+            .write_all(format!("CONNECT bench.test:{port} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n").as_bytes())
+            .await?;
         let head = read_head(&mut tunnel, &mut buf).await?.context("no CONNECT answer")?;
         if !head.starts_with("HTTP/1.1 200") {
             bail!("CONNECT refused: {head}");
@@ -308,7 +316,8 @@ fn print(r: &Report, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let row = |name: &str, s: &Summary| println!("{name:<34} p50 {:>7.3} ms   p99 {:>7.3} ms   (n={})", s.p50, s.p99, s.n);
+    let row =
+        |name: &str, s: &Summary| println!("{name:<34} p50 {:>7.3} ms   p99 {:>7.3} ms   (n={})", s.p50, s.p99, s.n);
     println!("Egress proxy ({} CPUs)", r.cpus);
     row("small GET, direct (kept alive)", &r.direct_ms);
     row("small GET, through the proxy", &r.proxy_ms);

@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod identity;
 mod net;
+mod ports;
 mod routes;
 mod state;
 

@@ -31,6 +31,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/resume", post(resume))
         .route("/network", axum::routing::put(set_network))
         .route("/network/log", get(network_log))
+        .route("/ports/{port}", axum::routing::any(crate::ports::forward))
         .route("/exec", post(exec))
         .route("/exec/{pid}/stdin", post(stdin))
         .route("/exec/{pid}/signal", post(signal))

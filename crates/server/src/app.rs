@@ -20,6 +20,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/sandboxes/{id}/network", axum::routing::put(network::set))
         .route("/sandboxes/{id}/network/log", get(network::log))
+        .route("/sandboxes/{id}/access/ports/{port}", axum::routing::put(crate::ingress::set_access))
+        .route("/sandboxes/{id}/ports/{port}", axum::routing::any(crate::ingress::by_path))
+        .route("/sandboxes/{id}/ports/{port}/", axum::routing::any(crate::ingress::by_path))
+        .route("/sandboxes/{id}/ports/{port}/{*rest}", axum::routing::any(crate::ingress::by_path))
         .route("/sandboxes/{id}/exec", post(exec::exec))
         .route("/sandboxes/{id}/exec/stream", post(exec::stream))
         .route("/sandboxes/{id}/exec/ws", get(exec_ws::ws))
@@ -54,5 +58,6 @@ pub fn router(app: Arc<App>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(app.limits.max_body))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), crate::ingress::by_host))
         .with_state(app)
 }

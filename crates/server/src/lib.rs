@@ -10,6 +10,7 @@ mod app;
 mod auth;
 mod error;
 mod gateway;
+mod ingress;
 mod metrics;
 mod nodes;
 mod openapi;
@@ -92,6 +93,7 @@ impl Server {
             gateway_addr: opts.gateway_advertise.clone().unwrap_or_else(|| gateway_addr.to_string()),
             upload_dir: opts.data_dir.join("uploads"),
             sealing,
+            ingress: ingress::Cache::default(),
         });
         let (tx, rx) = watch::channel(false);
         let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);

@@ -90,13 +90,35 @@ impl NodeConn {
 
     /// Sends a request to the node; node-side errors come back as [`ApiError`]s.
     pub async fn send(&self, method: Method, path: &str, body: Body, json: bool) -> Result<Response<Body>, ApiError> {
-        let uri = format!("https://{}{PREFIX}{path}", reins_tls::NODE_NAME);
-        let mut req = Request::builder().method(method).uri(uri);
+        let mut headers = http::HeaderMap::new();
         if json {
-            req = req.header("content-type", "application/json");
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         }
-        let req = req.body(body).map_err(ApiError::internal)?;
-        let resp = match &self.transport {
+        let resp = self.relay(method, path, headers, body).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ApiError::new(status, &body.code, body.message),
+            Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "node_error", format!("node answered {status}")),
+        })
+    }
+
+    /// Sends a request with these headers and streams the answer back as it
+    /// is, whatever its status; only a node that cannot be reached is an error.
+    pub async fn relay(
+        &self,
+        method: Method,
+        path: &str,
+        headers: http::HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, ApiError> {
+        let uri = format!("https://{}{PREFIX}{path}", reins_tls::NODE_NAME);
+        let mut req = Request::builder().method(method).uri(uri).body(body).map_err(ApiError::internal)?;
+        *req.headers_mut() = headers;
+        Ok(match &self.transport {
             Transport::H2(sender) => {
                 let mut sender = sender.clone();
                 let gone =
@@ -108,15 +130,6 @@ impl NodeConn {
                 use tower::ServiceExt;
                 router.clone().oneshot(req).await.unwrap_or_else(|e| match e {})
             }
-        };
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => ApiError::new(status, &body.code, body.message),
-            Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "node_error", format!("node answered {status}")),
         })
     }
 

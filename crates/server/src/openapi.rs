@@ -90,11 +90,12 @@ impl Modify for ErrorResponses {
         admin::create_join_token, admin::list_nodes, admin::join,
         templates::list_templates, templates::import_template, templates::delete_template,
         network::set, network::log, network::put_secret, network::list_secrets, network::delete_secret,
+        crate::ingress::set_access,
     ),
     components(schemas(ErrorBody, v1::Sandbox, v1::SandboxState, v1::CreateSandbox, v1::SandboxList, v1::SetTimeout,
         v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::PtySize, v1::WsControl, v1::FileEvent, v1::FileEventKind, v1::User, v1::FileEntry, v1::FileKind,
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
-        v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent)),
+        v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent, v1::SetPortAccess, v1::PortAccess)),
     modifiers(&Security, &ErrorResponses),
 )]
 struct ApiDoc;

@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_upload: u64,
     /// Largest template archive.
     pub max_template: u64,
+    /// Sandbox ports are reached at `{port}-{id}.{sandbox_domain}`.
+    pub sandbox_domain: String,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_body: 1 << 20,
             max_upload: 1 << 30,
             max_template: 16 << 30,
+            sandbox_domain: "localhost".to_owned(),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct App {
     pub upload_dir: std::path::PathBuf,
     /// Seals tenants' secrets at rest.
     pub sealing: crate::sealing::SealingKey,
+    /// Sandboxes' ingress settings, recently used.
+    pub ingress: crate::ingress::Cache,
 }
 
 pub type Shared = axum::extract::State<Arc<App>>;

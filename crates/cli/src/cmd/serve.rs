@@ -85,6 +85,9 @@ pub struct UpArgs {
     /// Do not write the CLI config (~/.config/reins/config.json).
     #[arg(long)]
     no_config: bool,
+    /// Sandbox ports are reached at PORT-ID.DOMAIN (point a wildcard DNS name at the API).
+    #[arg(long, default_value = "localhost")]
+    sandbox_domain: String,
     /// The key that seals secrets (base64, 32 bytes; generated as DATA/server/secret.key
     /// when absent). `REINS_SECRET_KEY` holds the key itself and wins.
     #[arg(long, env = "REINS_SECRET_KEY_FILE")]
@@ -111,6 +114,9 @@ pub struct ServerArgs {
     default_timeout: u64,
     #[arg(long, default_value_t = 86400)]
     max_timeout: u64,
+    /// Sandbox ports are reached at PORT-ID.DOMAIN (point a wildcard DNS name at the API).
+    #[arg(long, default_value = "localhost")]
+    sandbox_domain: String,
     /// The key that seals secrets (see `reins up --help`); every control plane on one database needs the same.
     #[arg(long, env = "REINS_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
@@ -150,7 +156,11 @@ fn node_options(max_sandboxes: u32, max_memory: Option<u64>, egress: &EgressArgs
     Ok(NodeOptions { max_sandboxes, memory_bytes: max_memory.unwrap_or(d.memory_bytes), egress: egress.options()? })
 }
 
-fn limits(default_timeout: u64, max_timeout: u64) -> Result<Limits> {
+fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str) -> Result<Limits> {
+    anyhow::ensure!(
+        reins_types::net::normalize_domain(sandbox_domain).as_deref() == Some(sandbox_domain),
+        "--sandbox-domain must be a lower-case DNS name, such as sandboxes.example.com"
+    );
     anyhow::ensure!(
         default_timeout >= 1 && default_timeout <= max_timeout,
         "--default-timeout must be between 1 and --max-timeout"
@@ -158,6 +168,7 @@ fn limits(default_timeout: u64, max_timeout: u64) -> Result<Limits> {
     Ok(Limits {
         default_timeout: std::time::Duration::from_secs(default_timeout),
         max_timeout: std::time::Duration::from_secs(max_timeout),
+        sandbox_domain: sandbox_domain.to_owned(),
         ..Limits::default()
     })
 }
@@ -225,7 +236,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_listen: "127.0.0.1:0".parse()?,
         gateway_advertise: None,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain)?,
         secret_key_file: args.secret_key_file,
     })
     .await
@@ -311,7 +322,7 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_listen: args.gateway_listen,
         gateway_advertise: args.gateway_advertise,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain)?,
         secret_key_file: args.secret_key_file,
     })
     .await?;

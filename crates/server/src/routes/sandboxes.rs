@@ -44,6 +44,7 @@ pub fn view(row: SandboxRow) -> v1::Sandbox {
         ended_ms: row.ended_ms,
         end_reason: row.end_reason,
         network: super::network::stored(&row.network),
+        access_token: None,
     }
 }
 
@@ -136,8 +137,11 @@ pub async fn create(
         tracing::info!(tenant = %auth.tenant(), "sandbox created with an open network");
     }
     let node = app.nodes.pick(spec.limits.memory_bytes)?;
+    let id = sandbox_id();
+    let (token, access) = crate::ingress::new_access(&app, auth.tenant(), &id)?;
     let new = NewSandbox {
-        id: sandbox_id(),
+        id,
+        access,
         tenant_id: auth.tenant().to_owned(),
         node_id: node.id.clone(),
         template: spec.template.clone(),
@@ -155,7 +159,7 @@ pub async fn create(
     match (row, started) {
         (Ok(row), Ok(())) => {
             app.places.put(&row.id, &row.tenant_id, &row.node_id);
-            Ok((StatusCode::CREATED, Json(view(row))))
+            Ok((StatusCode::CREATED, Json(v1::Sandbox { access_token: Some(token), ..view(row) })))
         }
         (Ok(row), Err(e)) => {
             app.store.end_sandbox(&row.id, EndReason::Failed).await?;

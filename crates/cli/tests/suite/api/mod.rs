@@ -3,6 +3,7 @@
 
 mod auth;
 mod cluster;
+mod ingress;
 mod input;
 mod interactive;
 mod network;
