@@ -88,8 +88,13 @@ async fn connect(sb: Arc<SandboxCtx>, req: Request<Incoming>) -> Response<Body> 
         Ok((up, addr)) => {
             tokio::spawn(async move {
                 let ev = event("connect", &host.to_string(), port, Some(addr), Ok(()));
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => tunnel(&sb, ev, &host, TokioIo::new(upgraded), up, started).await,
+                // The proxy serves plain TCP, so the upgraded connection is that socket again.
+                match hyper::upgrade::on(req).await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+                    Ok(Ok(parts)) => {
+                        let first = parts.read_buf.to_vec();
+                        tunnel(&sb, ev, &host, parts.io.into_inner(), first, up, started).await;
+                    }
+                    Ok(Err(_)) => sb.record(finish(fail(ev, "upgrade: not a TCP connection"), started, 0, 0)),
                     Err(e) => sb.record(finish(fail(ev, &format!("upgrade: {e}")), started, 0, 0)),
                 }
             });
@@ -106,16 +111,18 @@ pub(crate) fn fail(mut ev: reins_types::net::NetEvent, reason: &str) -> reins_ty
 
 /// Relays an allowed tunnel, after checking what the client says first:
 /// a TLS ClientHello must name the host the tunnel was asked for.
-pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+/// `first` holds what the client already sent.
+pub(crate) async fn tunnel(
     sb: &SandboxCtx,
     ev: reins_types::net::NetEvent,
     host: &Host,
-    mut client: C,
+    mut client: TcpStream,
+    mut first: Vec<u8>,
     mut up: TcpStream,
     started: Instant,
 ) {
-    let mut first = Vec::new();
-    let hello = loop {
+    let mut hello = inspect(&first);
+    while hello == Hello::Incomplete {
         let mut chunk = [0u8; 4096];
         tokio::select! {
             r = client.read(&mut chunk) => match r {
@@ -123,22 +130,18 @@ pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 Ok(n) => first.extend_from_slice(&chunk[..n]),
             },
             // The server speaks first (SSH banner, SMTP, databases): not TLS.
-            _ = up.readable(), if first.is_empty() => break Hello::NotTls,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => break Hello::Malformed,
+            _ = up.readable(), if first.is_empty() => { hello = Hello::NotTls; break }
+            _ = tokio::time::sleep(Duration::from_secs(10)) => { hello = Hello::Malformed; break }
         }
-        match inspect(&first) {
-            Hello::Incomplete => continue,
-            other => break other,
-        }
-    };
+        hello = inspect(&first);
+    }
     if let Err(why) = check_hello(sb, &hello, host, ev.port) {
         return sb.record(finish(fail(ev, &why), started, 0, 0));
     }
     if up.write_all(&first).await.is_err() {
         return sb.record(finish(ev, started, 0, 0));
     }
-    let (c2u, u2c) =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, 64 << 10, 64 << 10).await.unwrap_or((0, 0));
+    let (c2u, u2c) = crate::splice::relay(&client, &up).await;
     sb.record(finish(ev, started, first.len() as u64 + c2u, u2c));
 }
 

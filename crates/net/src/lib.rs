@@ -19,6 +19,7 @@ mod http_cred;
 mod resolve;
 mod sni;
 mod socks;
+mod splice;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -97,7 +97,7 @@ pub(crate) async fn serve(sb: Arc<SandboxCtx>, mut s: TcpStream) {
         Ok((up, addr)) => {
             if reply(&mut s, SUCCEEDED).await.is_ok() {
                 let ev = event("socks5", &host.to_string(), port, Some(addr), Ok(()));
-                tunnel(&sb, ev, &host, s, up, started).await;
+                tunnel(&sb, ev, &host, s, Vec::new(), up, started).await;
             }
         }
     }
