@@ -110,6 +110,8 @@ pub struct Secret {
 /// One connection attempt through a sandbox's egress proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NetworkEvent {
+    pub sandbox: String,
+    pub tenant: String,
     pub at_ms: i64,
     /// `connect`, `http`, `socks5`, `credential` or `proxy`.
     pub protocol: String,
@@ -125,9 +127,12 @@ pub struct NetworkEvent {
     pub duration_ms: u64,
 }
 
-impl From<reins_types::NetEvent> for NetworkEvent {
-    fn from(e: reins_types::NetEvent) -> Self {
+impl NetworkEvent {
+    /// The view of a node's event of `sandbox` of `tenant`.
+    pub fn of(sandbox: &str, tenant: &str, e: reins_types::NetEvent) -> Self {
         Self {
+            sandbox: sandbox.to_owned(),
+            tenant: tenant.to_owned(),
             at_ms: e.at_ms,
             protocol: e.protocol,
             host: e.host,

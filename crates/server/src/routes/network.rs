@@ -118,7 +118,7 @@ pub async fn log(
     let node = running(&app, &auth, &id).await?;
     let events: Vec<reins_types::NetEvent> =
         node.call(Method::GET, &format!("/sandboxes/{id}/network/log"), None::<&()>).await?;
-    Ok(Json(List { items: events.into_iter().map(NetworkEvent::from).collect() }))
+    Ok(Json(List { items: events.into_iter().map(|e| NetworkEvent::of(&id, auth.tenant(), e)).collect() }))
 }
 
 fn secret_view(row: SecretRow) -> Secret {
