@@ -2,7 +2,7 @@
 //! secret names into credentials for the node, `PUT /v1/sandboxes/{id}/network`,
 //! the network log, and `/v1/secrets`.
 
-use axum::extract::Path;
+use crate::error::Path;
 use axum::http::{Method, StatusCode};
 use axum::Json;
 use reins_api::v1::{List, Network, NetworkEvent, PutSecret, Secret};
