@@ -261,10 +261,10 @@ async fn measure(
         }
     }
 
-    progress(args.json, &format!("throughput: {} MB direct, through the proxy, through a tunnel", args.mb));
+    progress(args.json, &format!("throughput: {} MB direct, through the proxy, through a tunnel (best of 5)", args.mb));
     let bytes = args.mb * 1_000_000;
     let (mut d_rate, mut h_rate, mut c_rate) = (0f64, 0f64, 0f64);
-    for _ in 0..3 {
+    for _ in 0..5 {
         let req = format!("GET /big/{bytes} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
         d_rate = d_rate.max(download(&mut direct_conn, &req, bytes).await?);
         let req = format!("GET http://bench.test:{port}/big/{bytes} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");

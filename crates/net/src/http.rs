@@ -31,6 +31,7 @@ pub(crate) async fn serve(sb: Arc<SandboxCtx>, stream: TcpStream) {
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .writev(true)
         .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades()
@@ -262,7 +263,10 @@ pub(crate) async fn send<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 ) -> Response<Body> {
     let traffic = Arc::new(Traffic::default());
     let io = Counted { inner: io, traffic: Arc::clone(&traffic) };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+    // Large fixed reads: a download is relayed in few, big pieces.
+    let handshake =
+        hyper::client::conn::http1::Builder::new().read_buf_exact_size(Some(256 << 10)).handshake(TokioIo::new(io));
+    let (mut sender, conn) = match handshake.await {
         Ok(ok) => ok,
         Err(e) => {
             let msg = format!("talking to {}: {e}", ev.host);

@@ -151,6 +151,7 @@ async fn accept_loop(sb: Arc<SandboxCtx>, listener: TcpListener) {
         // Over the limit, the connection is closed at once: the sandbox cannot
         // exhaust the host's descriptors.
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else { continue };
+        let _ = stream.set_nodelay(true);
         let sb = Arc::clone(&sb);
         tokio::spawn(async move {
             serve_connection(sb, stream).await;
