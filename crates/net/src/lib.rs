@@ -5,7 +5,7 @@
 //! here, outside the sandbox: programs reach the world only through it, as
 //! an HTTP proxy (`CONNECT` for TLS and other TCP, absolute-form requests for
 //! plain HTTP) or a SOCKS5 proxy, on the same port. Every connection is
-//! decided by the sandbox's current [`NetworkPolicy`]; names are resolved
+//! decided by the sandbox's current [`NetworkPolicy`](reins_types::NetworkPolicy); names are resolved
 //! here, never inside, and every address they resolve to is checked too.
 //! `CONNECT` tunnels check the TLS ClientHello's SNI against the host asked
 //! for. Requests to `http://HOST.reins.internal/…` are forwarded over TLS to

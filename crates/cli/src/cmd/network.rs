@@ -18,10 +18,10 @@ pub struct NetworkArgs {
     /// `none` (loopback only), `allowlist` or `open`. `allowlist` when --allow is given.
     #[arg(long = "network", value_name = "MODE", value_parser = ["none", "allowlist", "open"])]
     pub mode: Option<String>,
-    /// HOST[:PORTS] to allow: `api.openai.com`, `*.pypi.org:443`, `10.0.0.0/8:5432` (repeatable).
+    /// A rule to allow, HOST or HOST:PORTS: `api.openai.com`, `*.pypi.org:443`, `10.0.0.0/8:5432` (repeatable).
     #[arg(long = "allow", value_name = "RULE")]
     pub allow: Vec<String>,
-    /// HOST[:PORTS] to deny; deny wins (repeatable).
+    /// A rule to deny, HOST or HOST:PORTS; deny wins (repeatable).
     #[arg(long = "deny", value_name = "RULE")]
     pub deny: Vec<String>,
     /// A secret (from `reins secret set`) the proxy adds for its hosts (repeatable).
