@@ -307,28 +307,18 @@ impl Store {
 
     /// Replaces a live sandbox's network policy.
     pub async fn set_sandbox_network(&self, tenant_id: &str, id: &str, network: &str) -> Result<(), Error> {
-        let done =
-            sqlx::query("UPDATE sandboxes SET network = $3 WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'")
-                .bind(id)
-                .bind(tenant_id)
-                .bind(network)
-                .execute(self.pool())
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        self.set_live_text(tenant_id, id, "network", network).await
     }
 
     /// Replaces a live sandbox's ingress settings.
     pub async fn set_sandbox_access(&self, tenant_id: &str, id: &str, access: &str) -> Result<(), Error> {
-        let done =
-            sqlx::query("UPDATE sandboxes SET access = $3 WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'")
-                .bind(id)
-                .bind(tenant_id)
-                .bind(access)
-                .execute(self.pool())
-                .await?;
+        self.set_live_text(tenant_id, id, "access", access).await
+    }
+
+    /// Sets one text column (a constant of this module) of a live sandbox of the tenant.
+    async fn set_live_text(&self, tenant_id: &str, id: &str, column: &'static str, value: &str) -> Result<(), Error> {
+        let sql = format!("UPDATE sandboxes SET {column} = $3 WHERE id = $1 AND tenant_id = $2 AND state <> 'ended'");
+        let done = sqlx::query(&sql).bind(id).bind(tenant_id).bind(value).execute(self.pool()).await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
