@@ -48,6 +48,24 @@ pub struct Status {
     pub egress: EgressCounters,
 }
 
+/// `GET /node/v1/network/events?after=SEQ`: the node's egress audit feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetFeed {
+    /// The node process's boot id; sequence numbers restart with it.
+    pub boot: String,
+    /// Events after `after` the node no longer holds (it keeps the latest 100,000).
+    pub dropped: u64,
+    pub events: Vec<FeedEvent>,
+}
+
+/// One event of the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    pub seq: u64,
+    pub sandbox: String,
+    pub event: reins_types::NetEvent,
+}
+
 /// Connection attempts through the egress proxies of a node, and their traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressCounters {

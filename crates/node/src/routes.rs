@@ -30,7 +30,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/network", axum::routing::put(set_network))
-        .route("/network/log", get(network_log))
         .route("/ports/{port}", axum::routing::any(crate::ports::forward))
         .route("/exec", post(exec))
         .route("/exec/{pid}/stdin", post(stdin))
@@ -40,6 +39,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let routes = Router::new()
         .route("/status", get(status))
         .route("/sandboxes", post(create))
+        .route("/network/events", get(network_events))
         .route("/templates", get(templates))
         .route("/templates/{name}", axum::routing::delete(delete_template).put(import_template))
         .nest("/sandboxes/{id}", sandbox)
@@ -120,11 +120,12 @@ async fn set_network(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn network_log(
+async fn network_events(
     State(node): Shared,
-    Path(id): Path<String>,
-) -> Result<Json<Vec<reins_types::NetEvent>>, ApiError> {
-    Ok(Json(node.net_log(&id)?))
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<proto::NetFeed> {
+    let after = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    Json(node.net_feed(after, 5000))
 }
 
 async fn pause(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reins_api::node::{Capacity, Status};
 use reins_sandbox::{ExecControl, Runtime, Sandbox};
-use reins_types::{NetEvent, NetMode, SandboxNetwork, SandboxSpec};
+use reins_types::{NetMode, SandboxNetwork, SandboxSpec};
 
 use crate::error::ApiError;
 use crate::net::{NetAudit, NetState};
@@ -166,7 +166,7 @@ impl Node {
             return Ok(None);
         }
         let listener = sandbox.listen_tcp(reins_net::PROXY_ADDR).await?;
-        Ok(Some(NetState::start(&self.egress, &self.audit, id, listener, network)))
+        Ok(Some(NetState::start(&self.egress, id, listener, network)))
     }
 
     /// Changes a sandbox's network settings; new connections follow them.
@@ -202,12 +202,9 @@ impl Node {
         }
     }
 
-    /// The sandbox's recent connection attempts, oldest first.
-    pub fn net_log(&self, id: &str) -> Result<Vec<NetEvent>, ApiError> {
-        if !self.lock().sandboxes.contains_key(id) {
-            return Err(ApiError::not_found());
-        }
-        Ok(self.audit.log(id))
+    /// The egress audit feed after sequence number `after`.
+    pub fn net_feed(&self, after: u64, limit: usize) -> reins_api::node::NetFeed {
+        self.audit.feed(after, limit)
     }
 
     /// A running (not paused) sandbox; 409 when it is paused.
@@ -242,7 +239,6 @@ impl Node {
             inner.execs.retain(|(sb, _), _| sb != id);
             entry
         };
-        self.audit.forget(id);
         let Entry { mut sandbox, net, .. } = entry;
         drop(net);
         sandbox.kill();

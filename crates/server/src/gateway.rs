@@ -98,6 +98,7 @@ pub async fn attend(
                     Ok(s) => {
                         node_conn.set_status(s.clone());
                         let _ = app.store.node_seen(&node_id).await;
+                        crate::netlog::collect(&app, &node_conn).await;
                         ticks += 1;
                         if ticks.is_multiple_of(RECONCILE_EVERY) {
                             // Rows younger than a minute may still be starting on the node.

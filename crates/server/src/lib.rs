@@ -12,6 +12,7 @@ mod error;
 mod gateway;
 mod ingress;
 mod metrics;
+mod netlog;
 mod nodes;
 mod openapi;
 mod reaper;

@@ -50,6 +50,8 @@ pub struct NodeConn {
     placed: AtomicU32,
     /// Sandboxes the last reconciliation found on the node without a live row.
     suspects: Mutex<std::collections::HashSet<String>>,
+    /// Where collecting the node's egress audit feed stands: (boot, last sequence number).
+    pub net_cursor: tokio::sync::Mutex<(String, u64)>,
 }
 
 impl NodeConn {
@@ -62,6 +64,7 @@ impl NodeConn {
             status: Mutex::new(None),
             placed: AtomicU32::new(0),
             suspects: Mutex::default(),
+            net_cursor: tokio::sync::Mutex::default(),
         }
     }
 

@@ -37,6 +37,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             if let Err(e) = app.store.purge_ended(now_ms() - RETENTION_MS).await {
                 tracing::warn!(error = %e, "purging ended sandboxes");
             }
+            if let Err(e) = app.store.purge_network_events(now_ms() - crate::netlog::RETENTION_MS).await {
+                tracing::warn!(error = %e, "purging old egress events");
+            }
         }
     }
 }

@@ -16,3 +16,18 @@ CREATE TABLE secrets (
     updated_ms    BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
+
+-- Egress audit: every connection attempt through a sandbox's proxy, as its
+-- node reported it (node, node boot, sequence number identify it once).
+CREATE TABLE network_events (
+    node_id    TEXT NOT NULL,
+    boot       TEXT NOT NULL,
+    seq        BIGINT NOT NULL,
+    sandbox_id TEXT NOT NULL,
+    tenant_id  TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL,
+    event      TEXT NOT NULL,
+    PRIMARY KEY (node_id, boot, seq)
+);
+CREATE INDEX network_events_sandbox ON network_events(tenant_id, sandbox_id, at_ms);
+CREATE INDEX network_events_age ON network_events(at_ms);

@@ -10,6 +10,7 @@
 mod error;
 mod ids;
 mod keys;
+mod netlog;
 mod nodes;
 mod sandboxes;
 mod secrets;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor};
 pub use error::Error;
 pub use ids::{hash_secret, new_id, new_secret, sandbox_id};
 pub use keys::{ApiKey, Principal};
+pub use netlog::NetLogRow;
 pub use nodes::Node;
 pub use sandboxes::{EndReason, NewSandbox, Page, SandboxFilter, SandboxRow, SandboxState};
 pub use secrets::SecretRow;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use reins_store::{
-    now_ms, sandbox_id, EndReason, Error, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store,
+    now_ms, sandbox_id, EndReason, Error, NetLogRow, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store,
     DEFAULT_TENANT,
 };
 
@@ -287,6 +287,25 @@ async fn networks_change_and_secrets_stay_in_their_tenant() {
         assert!(matches!(s.secret(DEFAULT_TENANT, "openai").await, Err(Error::NotFound)));
         assert!(matches!(s.delete_secret(DEFAULT_TENANT, "openai").await, Err(Error::NotFound)));
         assert_eq!(s.secret(&other.id, "openai").await.expect("still theirs").sealed, "theirs");
+
+        let ev = |seq: i64, at_ms: i64| NetLogRow {
+            node_id: "node_a".into(),
+            boot: "b1".into(),
+            seq,
+            sandbox_id: sb.id.clone(),
+            tenant_id: DEFAULT_TENANT.into(),
+            at_ms,
+            event: format!("{{\"seq\":{seq}}}"),
+        };
+        s.insert_network_events(&[ev(1, 10), ev(2, 20), ev(3, 30)]).await.expect("insert");
+        s.insert_network_events(&[ev(3, 30), ev(4, 40)]).await.expect("a repeated event is skipped");
+        let got: Vec<i64> =
+            s.network_events(DEFAULT_TENANT, &sb.id, 3).await.expect("read").iter().map(|r| r.seq).collect();
+        assert_eq!(got, vec![2, 3, 4], "the last three, oldest first");
+        assert!(s.network_events(&other.id, &sb.id, 10).await.expect("other tenant").is_empty());
+        assert_eq!(s.sandbox_tenant(&sb.id).await.expect("tenant").as_deref(), Some(DEFAULT_TENANT));
+        assert_eq!(s.purge_network_events(25).await.expect("purge"), 2);
+        assert_eq!(s.network_events(DEFAULT_TENANT, &sb.id, 10).await.expect("read").len(), 2);
     })
     .await;
 }

@@ -115,10 +115,21 @@ pub async fn log(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<List<NetworkEvent>>, ApiError> {
-    let node = running(&app, &auth, &id).await?;
-    let events: Vec<reins_types::NetEvent> =
-        node.call(Method::GET, &format!("/sandboxes/{id}/network/log"), None::<&()>).await?;
-    Ok(Json(List { items: events.into_iter().map(|e| NetworkEvent::of(&id, auth.tenant(), e)).collect() }))
+    // Ended sandboxes keep their log (until the row is purged).
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|e| match e {
+        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
+        other => other.into(),
+    })?;
+    if let Ok(node) = app.nodes.get(&row.node_id) {
+        crate::netlog::collect(&app, &node).await;
+    }
+    let rows = app.store.network_events(auth.tenant(), &id, 1000).await?;
+    let items = rows
+        .into_iter()
+        .filter_map(|r| serde_json::from_str::<reins_types::NetEvent>(&r.event).ok())
+        .map(|e| NetworkEvent::of(&id, auth.tenant(), e))
+        .collect();
+    Ok(Json(List { items }))
 }
 
 fn secret_view(row: SecretRow) -> Secret {

@@ -103,6 +103,12 @@ async fn an_allowlist_reaches_what_it_names_and_refuses_the_rest() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(counted.contains("decision=\"allowed\"} 3"), "{counted}");
+
+    // The record outlives the sandbox (the control plane keeps it, with the tenant).
+    api.ok(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
+    let after = log(&api, &id).await;
+    assert_eq!(after.len(), events.len(), "{after:?}");
+    assert!(after.iter().all(|e| e["tenant"].as_str().is_some_and(|t| !t.is_empty()) && e["sandbox"] == id.as_str()));
 }
 
 #[tokio::test]
