@@ -4,10 +4,14 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use reins_sandbox::{Error, Exec, ExecEvent, ExecRequest, User};
-use reins_types::{parse_duration, parse_size, CpuQuota, EnvVar, Limits, SandboxSpec, Volume};
+use reins_types::{
+    parse_duration, parse_size, CpuQuota, EnvVar, Limits, NetMode, NetworkPolicy, SandboxNetwork, SandboxSpec, Volume,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cmd::term::{next_winch, terminal_size, winch, RawMode};
@@ -54,6 +58,8 @@ pub struct RunArgs {
     /// Run on a terminal (raw mode, resize and Ctrl-C go to the sandbox).
     #[arg(short = 't', long)]
     tty: bool,
+    #[command(flatten)]
+    network: crate::cmd::network::NetworkArgs,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -91,21 +97,66 @@ impl RunArgs {
     }
 }
 
+/// The policy the flags ask for; `none` without flags.
+fn policy(args: &RunArgs) -> Result<NetworkPolicy> {
+    let Some(n) = args.network.policy() else { return Ok(NetworkPolicy::default()) };
+    if !n.secrets.is_empty() {
+        bail!("--secret needs a Reins server (secrets are stored there): use `reins sandbox create --secret …`");
+    }
+    let mode = NetMode::parse(&n.mode).context("unknown --network mode")?;
+    Ok(NetworkPolicy::parse(mode, &n.allow, &n.deny)?)
+}
+
+/// Refusals are answered to the program itself (HTTP 403 with the reason).
+struct Quiet;
+
+impl reins_net::AuditSink for Quiet {
+    fn record(&self, _sandbox: &str, _event: reins_types::NetEvent) {}
+}
+
+/// Serves the sandbox's egress proxy under `policy`; the environment that points at it.
+async fn egress(
+    sandbox: &reins_sandbox::Sandbox,
+    policy: NetworkPolicy,
+) -> Result<Option<(tokio::task::JoinHandle<()>, Vec<(String, String)>)>> {
+    if policy.mode == NetMode::None {
+        return Ok(None);
+    }
+    let egress =
+        reins_net::Egress::new(reins_net::EgressOptions::default(), Arc::new(Quiet)).map_err(anyhow::Error::msg)?;
+    let listener = sandbox.listen_tcp(reins_net::PROXY_ADDR).await.context("starting the egress proxy")?;
+    let settings = Arc::new(SandboxNetwork { policy, credentials: Vec::new() });
+    // The sender may go: the proxy keeps the last settings.
+    let (_tx, rx) = tokio::sync::watch::channel(settings);
+    Ok(Some((egress.serve(sandbox.id().to_owned(), listener, rx), reins_net::proxy_env())))
+}
+
 pub async fn run(data_dir: &Path, args: RunArgs) -> Result<u8> {
     let spec = args.spec();
     spec.limits.validate()?;
+    let policy = policy(&args)?;
     // One sandbox: nothing to prepare ahead.
     let rt = config::runtime(data_dir, 1, 0)?;
     let sandbox = rt.create(&spec).await.context("creating the sandbox")?;
+    let (proxy, env) = match egress(&sandbox, policy).await {
+        Ok(Some((task, env))) => (Some(task), env),
+        Ok(None) => (None, Vec::new()),
+        Err(e) => {
+            sandbox.destroy().await;
+            return Err(e);
+        }
+    };
     let tty = args.tty && std::io::stdin().is_terminal();
     let pty = args.tty.then(|| terminal_size().unwrap_or((80, 24)));
-    let req =
-        ExecRequest { argv: args.command.clone(), env: Vec::new(), cwd: args.workdir.clone(), user: args.user, pty };
+    let req = ExecRequest { argv: args.command.clone(), env, cwd: args.workdir.clone(), user: args.user, pty };
     let result = match sandbox.exec(req).await {
         Ok(exec) => drive(exec, args.interactive || args.tty, tty).await,
         Err(e) => Err(e),
     };
     let timed_out = sandbox.timed_out();
+    if let Some(task) = proxy {
+        task.abort();
+    }
     sandbox.destroy().await;
     match result {
         Ok(code) => Ok(code),

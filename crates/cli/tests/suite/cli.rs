@@ -159,3 +159,35 @@ fn interactive_terminal_session() {
     assert!(s.contains("in-42"), "{s}");
     assert_eq!(out.status.code(), Some(5), "{s}");
 }
+
+#[test]
+fn run_reaches_only_what_its_allowlist_names() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).expect("read");
+            assert!(n > 0);
+            head.extend_from_slice(&b[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nhi\n").expect("write");
+    });
+    let url = format!("http://localhost:{port}/");
+    let exact = format!("127.0.0.1:{port}");
+    // `localhost` is in NO_PROXY for programs that talk to their own loopback;
+    // `--noproxy ''` sends it through the proxy, as any other name.
+    let o = reins(&["run", "--allow", "localhost", "--allow", &exact, "--", "curl", "-sS", "--noproxy", "", &url]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n", "{}", stderr(&o));
+    server.join().expect("server");
+    let o = reins(&["run", "--allow", "localhost", "--", "curl", "-sS", "--noproxy", "", &url]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("`localhost` resolves only to refused addresses"), "a name is not enough for loopback: {out}");
+    let o = reins(&["run", "--", "curl", "-sS", "--max-time", "3", &url]);
+    assert_eq!(o.status.code(), Some(7), "no network by default: {}", stderr(&o));
+    let o = reins(&["run", "--secret", "x", "--", "true"]);
+    assert!(stderr(&o).contains("--secret needs a Reins server"), "{}", stderr(&o));
+}
