@@ -53,19 +53,64 @@ fn valid_name(name: &str) -> Result<(), ApiError> {
     })
 }
 
-/// What the node enforces: the policy and the named secrets, opened.
-pub async fn resolve(app: &App, tenant: &str, n: &Network, policy: NetworkPolicy) -> Result<SandboxNetwork, ApiError> {
+/// What the node enforces: the policy and the named secrets, opened. An
+/// unknown secret is refused, unless `skip_missing` (a secret deleted while
+/// sandboxes use it: they go on without it).
+pub async fn resolve_with(
+    app: &App,
+    tenant: &str,
+    n: &Network,
+    policy: NetworkPolicy,
+    skip_missing: bool,
+) -> Result<SandboxNetwork, ApiError> {
     let mut credentials = Vec::new();
     for name in &n.secrets {
-        let row = app.store.secret(tenant, name).await.map_err(|e| match e {
-            reins_store::Error::NotFound => ApiError::bad_request(format!(
-                "unknown secret `{name}`: create it first (reins secret set {name} --host HOST)"
-            )),
-            other => other.into(),
-        })?;
+        let row = match app.store.secret(tenant, name).await {
+            Ok(row) => row,
+            Err(reins_store::Error::NotFound) if skip_missing => continue,
+            Err(reins_store::Error::NotFound) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown secret `{name}`: create it first (reins secret set {name} --host HOST)"
+                )))
+            }
+            Err(other) => return Err(other.into()),
+        };
         credentials.push(credential(app, &row)?);
     }
     Ok(SandboxNetwork { policy, credentials })
+}
+
+/// [`resolve_with`], refusing unknown secrets.
+pub async fn resolve(app: &App, tenant: &str, n: &Network, policy: NetworkPolicy) -> Result<SandboxNetwork, ApiError> {
+    resolve_with(app, tenant, n, policy, false).await
+}
+
+/// Sends the current form of secret `name` (or its absence) to every live
+/// sandbox of the tenant that uses it, so a rotated key applies at once;
+/// how many were updated.
+async fn refresh_users(app: &App, tenant: &str, name: &str) -> Result<usize, ApiError> {
+    let mut filter = reins_store::SandboxFilter { limit: 1000, ..Default::default() };
+    let mut updated = 0;
+    loop {
+        let page = app.store.sandboxes(tenant, &filter).await?;
+        for row in &page.items {
+            let n = stored(&row.network);
+            if !n.secrets.iter().any(|s| s == name) {
+                continue;
+            }
+            let (normal, policy) = validate(&n)?;
+            let network = resolve_with(app, tenant, &normal, policy, true).await?;
+            let Ok(node) = app.nodes.get(&row.node_id) else { continue };
+            match node.call_empty(Method::PUT, &format!("/sandboxes/{}/network", row.id), Some(&network)).await {
+                Ok(()) => updated += 1,
+                Err(e) => tracing::warn!(sandbox = %row.id, error = %e.message, "updating a sandbox's credentials"),
+            }
+        }
+        match page.next {
+            Some(next) => filter.cursor = Some(next),
+            None => return Ok(updated),
+        }
+    }
 }
 
 fn credential(app: &App, row: &SecretRow) -> Result<Credential, ApiError> {
@@ -201,7 +246,8 @@ pub async fn put_secret(
         updated_ms: 0,
     };
     let row = app.store.put_secret(&row).await?;
-    tracing::info!(tenant = %row.tenant_id, secret = %row.name, "secret stored");
+    let updated = refresh_users(&app, auth.tenant(), &row.name).await?;
+    tracing::info!(tenant = %row.tenant_id, secret = %row.name, sandboxes = updated, "secret stored");
     Ok(Json(secret_view(row)))
 }
 
@@ -223,5 +269,7 @@ pub async fn delete_secret(
         reins_store::Error::NotFound => ApiError::not_found("secret"),
         other => other.into(),
     })?;
+    let updated = refresh_users(&app, auth.tenant(), &name).await?;
+    tracing::info!(tenant = %auth.tenant(), secret = %name, sandboxes = updated, "secret deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -307,6 +307,18 @@ print("found:", hits)"#
         !db.windows(plain.len()).any(|w| w == plain) && !wal.windows(plain.len()).any(|w| w == plain),
         "stored in clear"
     );
+
+    // A rotated secret applies to the running sandbox at once; a deleted one is gone from it.
+    const ROTATED: &str = "sk-reins-rotated-0a1b2c3d";
+    api.ok(Method::PUT, "/v1/secrets/model", Some(json!({"value": ROTATED, "hosts": ["api.test"]}))).await;
+    let (out, err, _) = bash(&api, &id, &format!("curl -sS http://api.test.reins.internal:{p}/again")).await;
+    assert_eq!(out, "upstream-ok /again\n", "{err}");
+    let last = api_up.heads().pop().expect("a request");
+    assert!(last.contains(&format!("authorization: Bearer {ROTATED}")), "{last}");
+    api.ok(Method::DELETE, "/v1/secrets/model", None).await;
+    let (out, _, _) = bash(&api, &id, &format!("curl -sS http://api.test.reins.internal:{p}/gone")).await;
+    assert!(out.contains("no credential of this sandbox is bound to `api.test"), "{out}");
+    assert_eq!(api_up.heads().len(), 2);
 }
 
 // The CLI runs as blocking child processes: other workers serve the upstream meanwhile.
