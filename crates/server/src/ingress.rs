@@ -142,7 +142,10 @@ pub async fn forward(app: &Arc<App>, id: &str, port: u16, path: String, mut req:
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
-    req.headers_mut().remove(TOKEN_HEADER);
+    // Ours, never the client's: the node would take them as instructions.
+    for h in [TOKEN_HEADER, PORT_PATH_HEADER, PORT_TUNNEL_HEADER] {
+        req.headers_mut().remove(h);
+    }
     if !is_upgrade(req.headers()) {
         for h in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"] {
             req.headers_mut().remove(h);

@@ -67,6 +67,17 @@ async fn ports_are_reached_by_path_and_host_with_the_sandbox_token() {
         "the token is not passed on: {body}"
     );
 
+    // The node's own instructions cannot be smuggled in.
+    let r = http
+        .get(&path)
+        .header("x-access-token", &token)
+        .header("x-reins-port-tunnel", "1")
+        .header("x-reins-port-path", "/elsewhere")
+        .send()
+        .await
+        .expect("send");
+    assert!(r.text().await.expect("body").starts_with("/hello?x=1 host="));
+
     // By host: {port}-{id}.localhost, whatever the path.
     let addr = up.url.trim_start_matches("http://").to_owned();
     let host = format!("8000-{id}.localhost:{}", addr.rsplit(':').next().expect("port"));
