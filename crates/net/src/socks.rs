@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dial::{dial, event, Host, Refusal};
@@ -26,7 +26,7 @@ const COMMAND_NOT_SUPPORTED: u8 = 7;
 const ADDRESS_NOT_SUPPORTED: u8 = 8;
 
 /// A parsed `CONNECT` request, or the reply code that refuses it.
-async fn request(s: &mut TcpStream) -> std::io::Result<Result<(Host, u16), u8>> {
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<Result<(Host, u16), u8>> {
     let mut hello = [0u8; 2];
     s.read_exact(&mut hello).await?;
     let mut methods = vec![0u8; hello[1] as usize];
@@ -99,6 +99,57 @@ pub(crate) async fn serve(sb: Arc<SandboxCtx>, mut s: TcpStream) {
                 let ev = event("socks5", &host.to_string(), port, Some(addr), Ok(()));
                 tunnel(&sb, ev, &host, s, Vec::new(), up, started).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `input` to the parser (then end of stream); its answer and what it wrote back.
+    fn parse(input: &[u8]) -> (Option<Result<(Host, u16), u8>>, Vec<u8>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+            theirs.write_all(input).await.expect("write");
+            theirs.shutdown().await.expect("shutdown");
+            let got = request(&mut ours).await.ok();
+            drop(ours);
+            let mut written = Vec::new();
+            let _ = theirs.read_to_end(&mut written).await;
+            (got, written)
+        })
+    }
+
+    #[test]
+    fn connect_requests_parse() {
+        let domain = [&[5, 1, 0, 5, 1, 0, 3, 8][..], b"web.test", &[0x1f, 0x90]].concat();
+        assert_eq!(parse(&domain).0, Some(Ok((Host::Name("web.test".into()), 8080))));
+        assert_eq!(parse(&domain).1, vec![5, 0], "no authentication chosen");
+        let v4 = [5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 1, 0, 80];
+        assert_eq!(parse(&v4).0, Some(Ok((Host::Ip("10.0.0.1".parse().expect("ip")), 80))));
+        let bind = [5, 1, 0, 5, 2, 0, 1, 10, 0, 0, 1, 0, 80];
+        assert_eq!(parse(&bind).0, Some(Err(COMMAND_NOT_SUPPORTED)));
+        let bad_name = [&[5, 1, 0, 5, 1, 0, 3, 3][..], b"a b", &[0, 80]].concat();
+        assert_eq!(parse(&bad_name).0, Some(Err(ADDRESS_NOT_SUPPORTED)));
+        let needs_auth = [5, 1, 2];
+        assert_eq!(parse(&needs_auth), (Some(Err(GENERAL_FAILURE)), vec![5, NO_METHOD]));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_an_answer_or_an_error(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let (got, _) = parse(&input);
+            if let Some(Ok((host, _))) = got {
+                prop_assert!(Host::parse(&host.to_string()).is_some());
+            }
+        }
+
+        #[test]
+        fn hosts_never_panic(s in "\\PC{0,80}") {
+            let _ = Host::parse(&s);
         }
     }
 }
