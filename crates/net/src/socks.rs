@@ -25,8 +25,11 @@ const HOST_UNREACHABLE: u8 = 4;
 const COMMAND_NOT_SUPPORTED: u8 = 7;
 const ADDRESS_NOT_SUPPORTED: u8 = 8;
 
-/// A parsed `CONNECT` request, or the reply code that refuses it.
-async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<Result<(Host, u16), u8>> {
+/// A `CONNECT` request's destination, or the reply code that refuses it.
+type Parsed = Result<(Host, u16), u8>;
+
+/// Reads a `CONNECT` request.
+async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<Parsed> {
     let mut hello = [0u8; 2];
     s.read_exact(&mut hello).await?;
     let mut methods = vec![0u8; hello[1] as usize];
@@ -109,7 +112,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// Feeds `input` to the parser (then end of stream); its answer and what it wrote back.
-    fn parse(input: &[u8]) -> (Option<Result<(Host, u16), u8>>, Vec<u8>) {
+    fn parse(input: &[u8]) -> (Option<Parsed>, Vec<u8>) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
             let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
