@@ -80,7 +80,7 @@ impl OwnAddrs {
 }
 
 /// Checks `host:port` against `policy`, resolves it, and connects.
-pub(crate) async fn dial(
+async fn dial(
     egress: &Egress,
     policy: &NetworkPolicy,
     host: &Host,
@@ -118,6 +118,31 @@ pub(crate) async fn dial(
         }
     }
     Err(Refusal::Failed(last))
+}
+
+/// An allowed connection, with its audit event (recorded when it ends).
+pub(crate) struct Opened {
+    pub stream: TcpStream,
+    pub event: NetEvent,
+    pub started: Instant,
+}
+
+impl crate::SandboxCtx {
+    /// Checks `host:port` against the sandbox's current policy and connects;
+    /// a refusal is recorded as a `protocol` event here.
+    pub async fn open(&self, protocol: &str, host: &Host, port: u16) -> Result<Opened, Refusal> {
+        let started = Instant::now();
+        let name = host.to_string();
+        match dial(&self.egress, &self.current().policy, host, port).await {
+            Ok((stream, addr)) => {
+                Ok(Opened { stream, event: event(protocol, &name, port, Some(addr), Ok(())), started })
+            }
+            Err(r) => {
+                self.record(event(protocol, &name, port, None, Err(&r.to_string())));
+                Err(r)
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {

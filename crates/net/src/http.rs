@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::count::{Counted, Traffic};
-use crate::dial::{dial, event, finish, Host, Refusal};
+use crate::dial::{event, finish, Host, Opened, Refusal};
 use crate::sni::{inspect, Hello};
 use crate::{SandboxCtx, CREDENTIAL_SUFFIX};
 
@@ -79,29 +79,22 @@ async fn connect(sb: Arc<SandboxCtx>, req: Request<Incoming>) -> Response<Body> 
     if matches!(&host, Host::Name(n) if n.ends_with(CREDENTIAL_SUFFIX)) {
         return text(StatusCode::BAD_REQUEST, "credential hosts take plain requests: http://HOST.reins.internal/…");
     }
-    let settings = sb.current();
-    let started = Instant::now();
-    match dial(&sb.egress, &settings.policy, &host, port).await {
-        Err(r) => {
-            sb.record(event("connect", &host.to_string(), port, None, Err(&r.to_string())));
-            refusal(&r)
+    let up = match sb.open("connect", &host, port).await {
+        Ok(up) => up,
+        Err(r) => return refusal(&r),
+    };
+    tokio::spawn(async move {
+        // The proxy serves plain TCP, so the upgraded connection is that socket again.
+        match hyper::upgrade::on(req).await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => {
+                let first = parts.read_buf.to_vec();
+                tunnel(&sb, &host, parts.io.into_inner(), first, up).await;
+            }
+            Ok(Err(_)) => sb.record(finish(fail(up.event, "upgrade: not a TCP connection"), up.started, 0, 0)),
+            Err(e) => sb.record(finish(fail(up.event, &format!("upgrade: {e}")), up.started, 0, 0)),
         }
-        Ok((up, addr)) => {
-            tokio::spawn(async move {
-                let ev = event("connect", &host.to_string(), port, Some(addr), Ok(()));
-                // The proxy serves plain TCP, so the upgraded connection is that socket again.
-                match hyper::upgrade::on(req).await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
-                    Ok(Ok(parts)) => {
-                        let first = parts.read_buf.to_vec();
-                        tunnel(&sb, ev, &host, parts.io.into_inner(), first, up, started).await;
-                    }
-                    Ok(Err(_)) => sb.record(finish(fail(ev, "upgrade: not a TCP connection"), started, 0, 0)),
-                    Err(e) => sb.record(finish(fail(ev, &format!("upgrade: {e}")), started, 0, 0)),
-                }
-            });
-            Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
-        }
-    }
+    });
+    Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed())
 }
 
 pub(crate) fn fail(mut ev: reins_types::net::NetEvent, reason: &str) -> reins_types::net::NetEvent {
@@ -113,15 +106,8 @@ pub(crate) fn fail(mut ev: reins_types::net::NetEvent, reason: &str) -> reins_ty
 /// Relays an allowed tunnel, after checking what the client says first:
 /// a TLS ClientHello must name the host the tunnel was asked for.
 /// `first` holds what the client already sent.
-pub(crate) async fn tunnel(
-    sb: &SandboxCtx,
-    ev: reins_types::net::NetEvent,
-    host: &Host,
-    mut client: TcpStream,
-    mut first: Vec<u8>,
-    mut up: TcpStream,
-    started: Instant,
-) {
+pub(crate) async fn tunnel(sb: &SandboxCtx, host: &Host, mut client: TcpStream, mut first: Vec<u8>, up: Opened) {
+    let Opened { stream: mut up, event: ev, started } = up;
     let mut hello = inspect(&first);
     while hello == Hello::Incomplete {
         let mut chunk = [0u8; 4096];
@@ -235,21 +221,15 @@ async fn forward(sb: Arc<SandboxCtx>, req: Request<Incoming>) -> Response<Body> 
             };
         }
     }
-    let settings = sb.current();
-    let started = Instant::now();
-    let (up, addr) = match dial(&sb.egress, &settings.policy, &host, port).await {
-        Ok(ok) => ok,
-        Err(r) => {
-            sb.record(event("http", &host.to_string(), port, None, Err(&r.to_string())));
-            return refusal(&r);
-        }
+    let up = match sb.open("http", &host, port).await {
+        Ok(up) => up,
+        Err(r) => return refusal(&r),
     };
-    let ev = event("http", &host.to_string(), port, Some(addr), Ok(()));
     let req = match origin_form(req, auth.as_str()) {
         Ok(r) => r,
         Err(m) => return text(StatusCode::BAD_REQUEST, &m),
     };
-    send(sb, ev, started, up, req).await
+    send(sb, up.event, up.started, up.stream, req).await
 }
 
 /// Sends `req` on a new HTTP/1.1 connection over `io` and relays the answer;

@@ -5,14 +5,13 @@
 //! intercepted, and the secret never enters the sandbox.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
-use crate::dial::{dial, event, finish, Host};
+use crate::dial::{event, finish, Host, Opened};
 use crate::http::{fail, origin_form, refusal, send, text, Body};
 use crate::SandboxCtx;
 
@@ -24,15 +23,10 @@ pub(crate) async fn forward(sb: Arc<SandboxCtx>, req: Request<Incoming>, host: S
         sb.record(event("credential", &host, port, None, Err(&msg)));
         return text(StatusCode::FORBIDDEN, &msg);
     };
-    let started = Instant::now();
-    let (up, addr) = match dial(&sb.egress, &settings.policy, &Host::Name(host.clone()), port).await {
-        Ok(ok) => ok,
-        Err(r) => {
-            sb.record(event("credential", &host, port, None, Err(&r.to_string())));
-            return refusal(&r);
-        }
+    let Opened { stream: up, event: ev, started } = match sb.open("credential", &Host::Name(host.clone()), port).await {
+        Ok(up) => up,
+        Err(r) => return refusal(&r),
     };
-    let ev = event("credential", &host, port, Some(addr), Ok(()));
     let Ok(name) = ServerName::try_from(host.clone()) else {
         return text(StatusCode::BAD_REQUEST, "not a TLS server name");
     };

@@ -161,15 +161,8 @@ async fn accept_loop(sb: Arc<SandboxCtx>, listener: TcpListener) {
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM))
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
         || e.kind() == std::io::ErrorKind::ConnectionAborted
-}
-
-mod libc_errno {
-    pub const EMFILE: i32 = nix::errno::Errno::EMFILE as i32;
-    pub const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
-    pub const ENOBUFS: i32 = nix::errno::Errno::ENOBUFS as i32;
-    pub const ENOMEM: i32 = nix::errno::Errno::ENOMEM as i32;
 }
 
 /// SOCKS5 when the first byte is 5, HTTP otherwise.

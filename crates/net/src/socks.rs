@@ -4,12 +4,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::dial::{dial, event, Host, Refusal};
+use crate::dial::{Host, Refusal};
 use crate::http::tunnel;
 use crate::SandboxCtx;
 
@@ -89,18 +89,14 @@ pub(crate) async fn serve(sb: Arc<SandboxCtx>, mut s: TcpStream) {
             return;
         }
     };
-    let settings = sb.current();
-    let started = Instant::now();
-    match dial(&sb.egress, &settings.policy, &host, port).await {
+    match sb.open("socks5", &host, port).await {
         Err(r) => {
-            sb.record(event("socks5", &host.to_string(), port, None, Err(&r.to_string())));
             let code = if matches!(r, Refusal::Denied(_)) { NOT_ALLOWED } else { HOST_UNREACHABLE };
             let _ = reply(&mut s, code).await;
         }
-        Ok((up, addr)) => {
+        Ok(up) => {
             if reply(&mut s, SUCCEEDED).await.is_ok() {
-                let ev = event("socks5", &host.to_string(), port, Some(addr), Ok(()));
-                tunnel(&sb, ev, &host, s, Vec::new(), up, started).await;
+                tunnel(&sb, &host, s, Vec::new(), up).await;
             }
         }
     }
