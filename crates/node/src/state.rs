@@ -70,6 +70,8 @@ pub struct Node {
     inner: Mutex<Inner>,
     egress: Arc<reins_net::Egress>,
     audit: Arc<NetAudit>,
+    /// Held while a sandbox's network settings change.
+    net_changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Node {
@@ -83,7 +85,15 @@ impl Node {
     pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Result<Arc<Self>, String> {
         let audit = Arc::new(NetAudit::default());
         let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
-        Ok(Arc::new(Self { id, runtime, opts, inner: Mutex::new(Inner::default()), egress, audit }))
+        Ok(Arc::new(Self {
+            id,
+            runtime,
+            opts,
+            inner: Mutex::new(Inner::default()),
+            egress,
+            audit,
+            net_changes: tokio::sync::Mutex::new(()),
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -171,6 +181,8 @@ impl Node {
 
     /// Changes a sandbox's network settings; new connections follow them.
     pub async fn set_network(&self, id: &str, network: SandboxNetwork) -> Result<(), ApiError> {
+        // One change at a time, so that only one of them can make the listener.
+        let _one = self.net_changes.lock().await;
         let sandbox = {
             let inner = self.lock();
             let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
@@ -180,16 +192,9 @@ impl Node {
             }
             Arc::clone(&e.sandbox)
         };
-        let Some(state) = self.start_net(id, &sandbox, network.clone()).await? else { return Ok(()) };
+        let Some(state) = self.start_net(id, &sandbox, network).await? else { return Ok(()) };
         let mut inner = self.lock();
-        let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
-        match &e.net {
-            // Another change won the race: it has the listener; apply ours to it.
-            Some(net) => {
-                net.settings.send_replace(Arc::new(network));
-            }
-            None => e.net = Some(state),
-        }
+        inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?.net = Some(state);
         Ok(())
     }
 
