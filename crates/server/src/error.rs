@@ -38,6 +38,14 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
     }
 
+    /// Maps a store error, "not found" meaning `what` is not found (for this caller).
+    pub fn or_not_found(what: &'static str) -> impl Fn(reins_store::Error) -> Self {
+        move |e| match e {
+            reins_store::Error::NotFound => Self::not_found(what),
+            other => other.into(),
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
         Self { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
     }

@@ -76,10 +76,7 @@ async fn entry(app: &App, id: &str) -> Result<Arc<Entry>, ApiError> {
             return Ok(Arc::clone(e));
         }
     }
-    let row = app.store.live_sandbox(id).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
-        other => other.into(),
-    })?;
+    let row = app.store.live_sandbox(id).await.map_err(ApiError::or_not_found("sandbox"))?;
     let access: Access = serde_json::from_str(&row.access).unwrap_or_default();
     let token = if access.token.is_empty() {
         String::new()
@@ -294,7 +291,7 @@ pub async fn set_access(
     if port == 0 {
         return Err(ApiError::bad_request("port must be 1 to 65535"));
     }
-    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|_| hidden())?;
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(ApiError::or_not_found("sandbox"))?;
     if row.state == reins_store::SandboxState::Ended {
         return Err(hidden());
     }
@@ -305,7 +302,7 @@ pub async fn set_access(
         access.public.sort_unstable();
     }
     let json = serde_json::to_string(&access).map_err(ApiError::internal)?;
-    app.store.set_sandbox_access(auth.tenant(), &id, &json).await.map_err(|_| hidden())?;
+    app.store.set_sandbox_access(auth.tenant(), &id, &json).await.map_err(ApiError::or_not_found("sandbox"))?;
     app.ingress.forget(&id);
     tracing::info!(sandbox = %id, tenant = %auth.tenant(), port, public = req.public, "port access changed");
     Ok(Json(PortAccess { port, public: req.public, public_ports: access.public }))

@@ -10,4 +10,4 @@ mod spec;
 pub use limits::{CpuQuota, Limits, LimitsError};
 pub use net::{Credential, NetEvent, NetMode, NetworkPolicy, Rule, RuleError, SandboxNetwork};
 pub use size::{parse_duration, parse_size, ParseError};
-pub use spec::{validate_template_name, EnvVar, SandboxSpec, SpecError, Volume};
+pub use spec::{is_plain_name, validate_template_name, EnvVar, SandboxSpec, SpecError, Volume};

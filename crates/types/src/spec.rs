@@ -73,12 +73,17 @@ impl std::str::FromStr for EnvVar {
     }
 }
 
-/// Checks a template name: 1 to 64 characters of `[A-Za-z0-9._-]`, not starting with `.`.
-pub fn validate_template_name(name: &str) -> Result<(), SpecError> {
-    let ok = (1..=64).contains(&name.len())
+/// True for a name of 1 to 64 characters of `[A-Za-z0-9._-]`, not starting
+/// with `.` (templates, secrets): safe as a path component and in a URL.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    ok.then_some(()).ok_or_else(|| SpecError::Template(name.to_owned()))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Checks a template name ([`is_plain_name`]).
+pub fn validate_template_name(name: &str) -> Result<(), SpecError> {
+    is_plain_name(name).then_some(()).ok_or_else(|| SpecError::Template(name.to_owned()))
 }
 
 /// Everything needed to create a sandbox.

@@ -78,10 +78,8 @@ pub async fn create_key(
     if (tenant != auth.tenant() || req.admin) && !auth.0.admin {
         return Err(ApiError::forbidden());
     }
-    let (k, secret) = app.store.create_key(&tenant, &req.name, req.admin).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("tenant"),
-        other => other.into(),
-    })?;
+    let (k, secret) =
+        app.store.create_key(&tenant, &req.name, req.admin).await.map_err(ApiError::or_not_found("tenant"))?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key: key(k), secret })))
 }
 
@@ -118,10 +116,7 @@ pub async fn revoke_key(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = scoped_tenant(&auth, &q)?;
-    app.store.revoke_key(&tenant, &id).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("key"),
-        other => other.into(),
-    })?;
+    app.store.revoke_key(&tenant, &id).await.map_err(ApiError::or_not_found("key"))?;
     app.keys.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }

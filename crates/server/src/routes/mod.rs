@@ -27,10 +27,7 @@ pub async fn node_of(app: &App, auth: &Auth, id: &str) -> Result<String, ApiErro
     if let Some((tenant, node)) = app.places.get(id) {
         return if tenant == auth.tenant() { Ok(node) } else { Err(ApiError::not_found("sandbox")) };
     }
-    let row = app.store.sandbox(auth.tenant(), id).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
-        other => other.into(),
-    })?;
+    let row = app.store.sandbox(auth.tenant(), id).await.map_err(ApiError::or_not_found("sandbox"))?;
     if row.state == SandboxState::Ended {
         return Err(ApiError::not_found("sandbox"));
     }

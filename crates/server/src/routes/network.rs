@@ -2,7 +2,6 @@
 //! secret names into credentials for the node, `PUT /v1/sandboxes/{id}/network`,
 //! the network log, and `/v1/secrets`.
 
-use crate::error::Path;
 use axum::http::{Method, StatusCode};
 use axum::Json;
 use reins_api::v1::{List, Network, NetworkEvent, PutSecret, Secret};
@@ -12,7 +11,7 @@ use reins_types::net::{HostPattern, NetMode, NetworkPolicy, Rule};
 use reins_types::{Credential, SandboxNetwork};
 
 use crate::auth::Auth;
-use crate::error::{ApiError, Body};
+use crate::error::{ApiError, Body, Path};
 use crate::routes::running;
 use crate::state::{App, Shared};
 
@@ -45,10 +44,7 @@ pub fn validate(n: &Network) -> Result<(Network, NetworkPolicy), ApiError> {
 }
 
 fn valid_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && !name.starts_with('.');
-    ok.then_some(()).ok_or_else(|| {
+    reins_types::is_plain_name(name).then_some(()).ok_or_else(|| {
         ApiError::bad_request(format!("invalid secret name `{name}`: 1–64 letters, digits, `_`, `-`, `.`"))
     })
 }
@@ -143,10 +139,7 @@ pub async fn set(
     let node = running(&app, &auth, &id).await?;
     let network = resolve(&app, auth.tenant(), &normal, policy).await?;
     let json = serde_json::to_string(&normal).map_err(ApiError::internal)?;
-    app.store.set_sandbox_network(auth.tenant(), &id, &json).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
-        other => other.into(),
-    })?;
+    app.store.set_sandbox_network(auth.tenant(), &id, &json).await.map_err(ApiError::or_not_found("sandbox"))?;
     node.call_empty(Method::PUT, &format!("/sandboxes/{id}/network"), Some(&network)).await?;
     tracing::info!(sandbox = %id, tenant = %auth.tenant(), mode = %normal.mode, allow = ?normal.allow,
         deny = ?normal.deny, secrets = ?normal.secrets, "network policy changed");
@@ -161,10 +154,7 @@ pub async fn log(
     Path(id): Path<String>,
 ) -> Result<Json<List<NetworkEvent>>, ApiError> {
     // Ended sandboxes keep their log (until the row is purged).
-    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
-        other => other.into(),
-    })?;
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(ApiError::or_not_found("sandbox"))?;
     if let Ok(node) = app.nodes.get(&row.node_id) {
         crate::netlog::collect(&app, &node).await;
     }
@@ -265,10 +255,7 @@ pub async fn delete_secret(
     auth: Auth,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.store.delete_secret(auth.tenant(), &name).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("secret"),
-        other => other.into(),
-    })?;
+    app.store.delete_secret(auth.tenant(), &name).await.map_err(ApiError::or_not_found("secret"))?;
     let updated = refresh_users(&app, auth.tenant(), &name).await?;
     tracing::info!(tenant = %auth.tenant(), secret = %name, sandboxes = updated, "secret deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -210,10 +210,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 200, body = v1::Sandbox), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<v1::Sandbox>, ApiError> {
-    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(|e| match e {
-        reins_store::Error::NotFound => ApiError::not_found("sandbox"),
-        other => other.into(),
-    })?;
+    let row = app.store.sandbox(auth.tenant(), &id).await.map_err(ApiError::or_not_found("sandbox"))?;
     Ok(Json(view(row)))
 }
 
