@@ -12,6 +12,8 @@ pub enum Error {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("the session's lease was taken over by another worker")]
+    Fenced,
     #[error("quota of {limit} concurrent sandboxes reached")]
     Quota { limit: i64 },
     #[error("stored JSON is invalid: {0}")]

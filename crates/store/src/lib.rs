@@ -1,5 +1,6 @@
 //! `reins-store` keeps the control plane's state in SQL: tenants, API keys,
-//! node identities and join tokens, and sandboxes.
+//! node identities and join tokens, sandboxes, secrets, egress events,
+//! agents, their sessions' logs, and skills.
 //!
 //! One [`Store`] runs on SQLite (embedded, the default) or PostgreSQL (shared
 //! by a cluster). Both engines run the same migrations and the same
@@ -7,6 +8,7 @@
 //! parameters are `$N`, which both drivers bind by number. The conformance
 //! tests in `tests/` run every repository against both engines.
 
+mod agents;
 mod error;
 mod ids;
 mod keys;
@@ -14,6 +16,7 @@ mod netlog;
 mod nodes;
 mod sandboxes;
 mod secrets;
+mod sessions;
 mod tenants;
 
 use std::str::FromStr;
@@ -22,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use agents::{AgentRow, SkillRow};
 pub use error::Error;
 pub use ids::{hash_secret, new_id, new_secret, sandbox_id};
 pub use keys::{ApiKey, Principal};
@@ -29,6 +33,7 @@ pub use netlog::NetLogRow;
 pub use nodes::Node;
 pub use sandboxes::{EndReason, NewSandbox, Page, SandboxFilter, SandboxRow, SandboxState};
 pub use secrets::SecretRow;
+pub use sessions::{AppendEffects, EventRow, Lease, SessionRow};
 pub use tenants::{Tenant, DEFAULT_TENANT};
 
 /// The embedded migrations, identical for both engines.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use reins_store::{
-    now_ms, sandbox_id, EndReason, Error, NetLogRow, NewSandbox, Node, SandboxFilter, SandboxState, SecretRow, Store,
-    DEFAULT_TENANT,
+    now_ms, sandbox_id, AppendEffects, EndReason, Error, NetLogRow, NewSandbox, Node, SandboxFilter, SandboxState,
+    SecretRow, Store, DEFAULT_TENANT,
 };
 
 struct Db {
@@ -306,6 +306,62 @@ async fn networks_change_and_secrets_stay_in_their_tenant() {
         assert_eq!(s.sandbox_tenant(&sb.id).await.expect("tenant").as_deref(), Some(DEFAULT_TENANT));
         assert_eq!(s.purge_network_events(25).await.expect("purge"), 2);
         assert_eq!(s.network_events(DEFAULT_TENANT, &sb.id, 10).await.expect("read").len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn session_appends_are_fenced_by_the_lease_epoch() {
+    both(|s| async move {
+        let agent = s.create_agent(DEFAULT_TENANT, "helper", "{}").await.expect("agent");
+        assert!(matches!(s.create_agent(DEFAULT_TENANT, "helper", "{}").await, Err(Error::Conflict(_))));
+        assert_eq!(s.agent(DEFAULT_TENANT, "helper").await.expect("by name").id, agent.id);
+        assert!(matches!(s.agent("tn_other", &agent.id).await, Err(Error::NotFound)));
+        let ses = s.create_session(DEFAULT_TENANT, &agent.id).await.expect("session");
+        let first = s.acquire_lease(&ses.id, "w1", 60_000).await.expect("acquire").expect("free");
+        assert_eq!(s.acquire_lease(&ses.id, "w2", 60_000).await.expect("acquire"), None, "held");
+        let fx = AppendEffects { status: Some("running"), idempotency_key: Some("k1"), ..Default::default() };
+        assert_eq!(s.append_event(&first, "message", "{}", fx).await.expect("append"), 1);
+        let again = AppendEffects { idempotency_key: Some("k1"), ..Default::default() };
+        assert!(matches!(s.append_event(&first, "message", "{}", again).await, Err(Error::Conflict(_))));
+        assert_eq!(s.message_by_key(&ses.id, "k1").await.expect("key"), Some(1));
+        let usage = AppendEffects { tokens: Some((10, 3)), ..Default::default() };
+        assert_eq!(s.append_event(&first, "model_response", "{}", usage).await.expect("append"), 2);
+
+        // The holder stalls; its lease expires and another worker takes over.
+        s.renew_lease(&first, -1).await.expect("expire");
+        assert_eq!(s.orphaned_sessions(10).await.expect("orphans"), vec![ses.id.clone()]);
+        let second = s.acquire_lease(&ses.id, "w2", 60_000).await.expect("acquire").expect("expired");
+        assert!(second.epoch > first.epoch);
+        assert!(matches!(
+            s.append_event(&first, "tool_intent", "{}", AppendEffects::default()).await,
+            Err(Error::Fenced)
+        ));
+        assert!(matches!(s.renew_lease(&first, 60_000).await, Err(Error::Fenced)));
+        assert!(matches!(s.release_lease(&first, "idle").await, Err(Error::Fenced)));
+        assert_eq!(s.append_event(&second, "tool_intent", "{}", AppendEffects::default()).await.expect("append"), 3);
+        s.release_lease(&second, "idle").await.expect("release");
+
+        let log: Vec<(i64, String)> =
+            s.events(&ses.id, 0, 100).await.expect("events").into_iter().map(|e| (e.seq, e.kind)).collect();
+        assert_eq!(log, vec![(1, "message".into()), (2, "model_response".into()), (3, "tool_intent".into())]);
+        assert_eq!(s.events(&ses.id, 2, 100).await.expect("after").len(), 1);
+        let head = s.session(DEFAULT_TENANT, &ses.id).await.expect("head");
+        assert_eq!((head.status.as_str(), head.tokens_in, head.tokens_out), ("idle", 10, 3));
+        assert_eq!(s.agent(DEFAULT_TENANT, &agent.id).await.expect("agent").tokens_in, 10);
+        assert!(matches!(s.session("tn_other", &ses.id).await, Err(Error::NotFound)));
+
+        let v1 = s.put_skill(DEFAULT_TENANT, "pdf", "reads PDFs", "aa", 10).await.expect("skill");
+        let v2 = s.put_skill(DEFAULT_TENANT, "pdf", "reads PDFs well", "bb", 11).await.expect("skill");
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(s.skill(DEFAULT_TENANT, "pdf", None).await.expect("latest").sha256, "bb");
+        assert_eq!(s.skill(DEFAULT_TENANT, "pdf", Some(1)).await.expect("v1").sha256, "aa");
+        assert_eq!(s.skills(DEFAULT_TENANT).await.expect("list").len(), 1);
+        assert_eq!(s.delete_skill(DEFAULT_TENANT, "pdf").await.expect("delete").len(), 2);
+
+        s.delete_agent(DEFAULT_TENANT, &agent.id).await.expect("delete agent");
+        assert!(matches!(s.session(DEFAULT_TENANT, &ses.id).await, Err(Error::NotFound)));
+        assert!(s.events(&ses.id, 0, 10).await.expect("events").is_empty());
     })
     .await;
 }
