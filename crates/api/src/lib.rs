@@ -1,7 +1,8 @@
 //! `reins-api` holds the types that cross a wire: the public `/v1` API
-//! ([`v1`]) with OpenAPI schemas, and the node protocol between the control
+//! ([`v1`], [`agent`]) with OpenAPI schemas, and the node protocol between the control
 //! plane and execution nodes ([`node`]). No I/O lives here.
 
+pub mod agent;
 pub mod node;
 pub mod v1;
 
