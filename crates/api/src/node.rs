@@ -31,6 +31,27 @@ pub struct CreateSandbox {
     /// them in memory).
     #[serde(default)]
     pub network: SandboxNetwork,
+    /// The node's own directories to mount: agent volumes and skill bundles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// A directory the node keeps, mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: MountSource,
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// A persistent volume of the node, by name (made on first use; files owned by `user`).
+    Volume { name: String },
+    /// A skill bundle the node holds (`PUT /node/v1/skills/{sha256}`), always read-only.
+    Skill { sha256: String },
 }
 
 /// `GET /node/v1/status`

@@ -143,14 +143,22 @@ impl Runtime {
     pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox, Error> {
         spec.limits.validate()?;
         let template = self.inner.templates.resolve(&spec.template)?;
-        let mut binds: Vec<Bind> =
-            template.binds.iter().map(|b| Bind { host: b.clone(), target: b.clone(), read_only: true }).collect();
+        let mut binds: Vec<Bind> = template
+            .binds
+            .iter()
+            .map(|b| Bind { host: b.clone(), target: b.clone(), read_only: true, idmap: false })
+            .collect();
         for v in &spec.volumes {
             if !v.host.is_dir() {
                 return Err(Error::VolumeNotFound(v.host.clone()));
             }
             let host = v.host.to_string_lossy().into_owned();
-            binds.push(Bind { host, target: v.sandbox.to_string_lossy().into_owned(), read_only: v.read_only });
+            binds.push(Bind {
+                host,
+                target: v.sandbox.to_string_lossy().into_owned(),
+                read_only: v.read_only,
+                idmap: v.idmap,
+            });
         }
         self.inner.bury();
         let rootfs = template.rootfs.to_string_lossy().into_owned();

@@ -125,6 +125,11 @@ impl Sandbox {
         self.life.as_ref().map(|(_, s)| s.index)
     }
 
+    /// First host uid/gid of the sandbox's id range (root inside is this id).
+    pub fn id_base(&self) -> Option<u32> {
+        self.life.as_ref().map(|(_, s)| s.id_base())
+    }
+
     /// True once the sandbox's timeout killed it.
     pub fn timed_out(&self) -> bool {
         self.timed_out.load(Ordering::SeqCst)

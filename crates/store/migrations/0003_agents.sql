@@ -6,6 +6,8 @@ CREATE TABLE agents (
     name       TEXT NOT NULL,
     -- The agent's definition (JSON); secrets by name, never values.
     spec       TEXT NOT NULL,
+    -- The node that holds the agent's volume (set at its first sandbox).
+    volume_node TEXT,
     tokens_in  BIGINT NOT NULL DEFAULT 0,
     tokens_out BIGINT NOT NULL DEFAULT 0,
     created_ms BIGINT NOT NULL,

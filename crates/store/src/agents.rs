@@ -15,13 +15,15 @@ pub struct AgentRow {
     pub name: String,
     /// The definition, JSON.
     pub spec: String,
+    /// The node that holds the agent's volume, once it has one.
+    pub volume_node: Option<String>,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
 
-const AGENT_COLUMNS: &str = "id, tenant_id, name, spec, tokens_in, tokens_out, created_ms, updated_ms";
+const AGENT_COLUMNS: &str = "id, tenant_id, name, spec, volume_node, tokens_in, tokens_out, created_ms, updated_ms";
 
 fn agent(row: &AnyRow) -> Result<AgentRow, Error> {
     Ok(AgentRow {
@@ -29,6 +31,7 @@ fn agent(row: &AnyRow) -> Result<AgentRow, Error> {
         tenant_id: row.try_get("tenant_id")?,
         name: row.try_get("name")?,
         spec: row.try_get("spec")?,
+        volume_node: row.try_get("volume_node")?,
         tokens_in: row.try_get("tokens_in")?,
         tokens_out: row.try_get("tokens_out")?,
         created_ms: row.try_get("created_ms")?,
@@ -67,7 +70,7 @@ impl Store {
     /// Creates an agent; a name the tenant already uses is [`Error::Conflict`].
     pub async fn create_agent(&self, tenant_id: &str, name: &str, spec: &str) -> Result<AgentRow, Error> {
         let id = new_id("ag");
-        sqlx::query(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, 0, 0, $5, $5)"))
+        sqlx::query(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, NULL, 0, 0, $5, $5)"))
             .bind(&id)
             .bind(tenant_id)
             .bind(name)
@@ -92,6 +95,20 @@ impl Store {
             return Err(Error::NotFound);
         }
         self.agent(tenant_id, id).await
+    }
+
+    /// Records the node of an agent's volume, unless one is recorded; returns the node that holds it.
+    pub async fn claim_volume_node(&self, agent_id: &str, node_id: &str) -> Result<String, Error> {
+        sqlx::query("UPDATE agents SET volume_node = $2 WHERE id = $1 AND volume_node IS NULL")
+            .bind(agent_id)
+            .bind(node_id)
+            .execute(self.pool())
+            .await?;
+        let node: Option<Option<String>> = sqlx::query_scalar("SELECT volume_node FROM agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(self.pool())
+            .await?;
+        node.flatten().ok_or(Error::NotFound)
     }
 
     /// A tenant's agent by id or by name.

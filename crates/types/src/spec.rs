@@ -24,6 +24,10 @@ pub struct Volume {
     pub host: PathBuf,
     pub sandbox: PathBuf,
     pub read_only: bool,
+    /// Ids stored in the directory are the sandbox's inner ids (0 root,
+    /// 1000 `user`): it is mounted id-mapped (the node's agent volumes).
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 impl std::str::FromStr for Volume {
@@ -46,7 +50,7 @@ impl std::str::FromStr for Volume {
         if parts.next().is_some() || !clean(&host) || !clean(&sandbox) || sandbox == Path::new("/") {
             return Err(err());
         }
-        Ok(Self { host, sandbox, read_only })
+        Ok(Self { host, sandbox, read_only, idmap: false })
     }
 }
 

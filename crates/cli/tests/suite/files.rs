@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reins_sandbox::{Error, FileKind, FsErrorKind, User, WatchKind};
 
-use super::{sh, text, TestRuntime};
+use super::{sh, sh_as, text, TestRuntime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_read_stat_list_rename_remove() {
@@ -80,4 +80,41 @@ async fn large_files_go_in_pieces() {
     let err = sb.read_to_end(User::User, "/home/user/big.bin", 1_000_000).await.expect_err("over the cap");
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     sb.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_mapped_volume_is_shared_by_sandboxes_of_different_slots() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestRuntime::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let vol = dir.path().join("data");
+    std::fs::create_dir(&vol).expect("mkdir");
+    std::os::unix::fs::chown(&vol, Some(1000), Some(1000)).expect("chown");
+    let mut spec = reins_types::SandboxSpec::default();
+    spec.volumes.push(reins_types::Volume {
+        host: vol.clone(),
+        sandbox: "/workspace".into(),
+        read_only: false,
+        idmap: true,
+    });
+    // Both alive at once: they hold different slots, so different host id ranges.
+    let (a, b) = (t.create(spec.clone()).await, t.create(spec).await);
+    assert_ne!(a.id_base(), b.id_base());
+    let o = sh(&a, "echo one > /workspace/f && mkdir /workspace/d && stat -c '%U %u' /workspace/f").await;
+    assert_eq!(text(&o.stdout).trim(), "user 1000", "{}", text(&o.stderr));
+    let o =
+        sh(&b, "echo two >> /workspace/f && touch /workspace/d/g && cat /workspace/f && stat -c '%U' /workspace/d/g")
+            .await;
+    assert_eq!(text(&o.stdout), "one\ntwo\nuser\n", "{}", text(&o.stderr));
+    // On disk the files carry the inner ids, not either sandbox's host ids.
+    let meta = std::fs::metadata(vol.join("f")).expect("f");
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    assert_eq!(std::fs::metadata(vol.join("d/g")).expect("g").uid(), 1000);
+    // Root inside has no capabilities: the user's files are the user's.
+    let o = sh_as(&a, User::Root, "stat -c %U /workspace/d; touch /workspace/d/r").await;
+    assert_eq!(text(&o.stdout).trim(), "user");
+    assert_ne!(o.status, reins_sandbox::ExitStatus::Code(0));
+    a.destroy().await;
+    b.destroy().await;
+    t.assert_clean().await;
 }

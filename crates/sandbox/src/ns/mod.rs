@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod fdpass;
+mod idmap;
 pub mod netjoin;
 pub mod netns;
 pub mod seccomp;
@@ -31,6 +32,11 @@ pub struct Bind {
     /// Absolute path inside the sandbox.
     pub target: String,
     pub read_only: bool,
+    /// Mount it id-mapped: ids stored in the directory are the sandbox's own
+    /// (0 is root inside, 1000 is `user`), whichever id range the sandbox
+    /// has, so one directory serves sandboxes of every slot.
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 /// What a zygote needs to start one sandbox.

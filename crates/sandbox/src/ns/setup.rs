@@ -265,8 +265,16 @@ fn build_root(req: &SpawnRequest) -> Result<PathBuf, String> {
     m(Some("devpts"), &root.join("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m(Some("proc"), &root.join("proc"), Some("proc"), proc_flags, None)?;
+    let userns = if req.binds.iter().any(|b| b.idmap) {
+        Some(super::idmap::userns(req.id_base, &root.join("proc"))?)
+    } else {
+        None
+    };
     for b in &req.binds {
-        bind(b, &root)?;
+        match &userns {
+            Some(ns) if b.idmap => super::idmap::bind(b, &root, ns)?,
+            _ => bind(b, &root)?,
+        }
     }
     Ok(root)
 }

@@ -130,36 +130,53 @@ pub async fn create(
     auth: Auth,
     Body(req): Body<CreateSandbox>,
 ) -> Result<(StatusCode, Json<v1::Sandbox>), ApiError> {
-    let (spec, timeout) = validate(&app, &req)?;
+    let (row, token) = start(&app, auth.tenant(), &req, Vec::new(), None).await?;
+    Ok((StatusCode::CREATED, Json(v1::Sandbox { access_token: Some(token), ..view(row) })))
+}
+
+/// Creates a sandbox of `tenant` with the node directories `mounts`, on
+/// node `on` if given (where those directories are); returns its row and
+/// its access token.
+pub async fn start(
+    app: &App,
+    tenant: &str,
+    req: &CreateSandbox,
+    mounts: Vec<reins_api::node::Mount>,
+    on: Option<&str>,
+) -> Result<(SandboxRow, String), ApiError> {
+    let (spec, timeout) = validate(app, req)?;
     let (network_view, policy) = super::network::validate(&req.network.clone().unwrap_or_default())?;
-    let network = super::network::resolve(&app, auth.tenant(), &network_view, policy).await?;
+    let network = super::network::resolve(app, tenant, &network_view, policy).await?;
     if network.policy.mode == reins_types::NetMode::Open {
-        tracing::info!(tenant = %auth.tenant(), "sandbox created with an open network");
+        tracing::info!(tenant = %tenant, "sandbox created with an open network");
     }
-    let node = app.nodes.pick(spec.limits.memory_bytes)?;
+    let node = match on {
+        Some(node) => app.nodes.get(node)?,
+        None => app.nodes.pick(spec.limits.memory_bytes)?,
+    };
     let id = sandbox_id();
-    let (token, access) = crate::ingress::new_access(&app, auth.tenant(), &id)?;
+    let (token, access) = crate::ingress::new_access(app, tenant, &id)?;
     let new = NewSandbox {
         id,
         access,
-        tenant_id: auth.tenant().to_owned(),
+        tenant_id: tenant.to_owned(),
         node_id: node.id.clone(),
         template: spec.template.clone(),
         spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
         network: serde_json::to_string(&network_view).map_err(ApiError::internal)?,
-        metadata: req.metadata,
+        metadata: req.metadata.clone(),
         expires_ms: now_ms() + timeout.as_millis() as i64,
     };
     // The row and the sandbox are made at once. Whatever fails, the other is undone;
     // and after a crash in between the reconciler ends a row without a sandbox
     // (lost) and destroys a sandbox without a live row (orphan).
-    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec, network };
+    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec, network, mounts };
     let (row, started) =
         tokio::join!(app.store.insert_sandbox(&new), node.call_empty(Method::POST, "/sandboxes", Some(&body)));
     match (row, started) {
         (Ok(row), Ok(())) => {
             app.places.put(&row.id, &row.tenant_id, &row.node_id);
-            Ok((StatusCode::CREATED, Json(v1::Sandbox { access_token: Some(token), ..view(row) })))
+            Ok((row, token))
         }
         (Ok(row), Err(e)) => {
             app.store.end_sandbox(&row.id, EndReason::Failed).await?;
