@@ -6,12 +6,14 @@
 //! plane's gateway and serves HTTP/2 on that connection ([`serve`]), redialing
 //! whenever it drops. Everything a request may do is checked here again:
 //! the control plane is trusted to choose *what* runs, never to reach the
-//! host (no volumes, no host paths).
+//! host (no host paths: the node's own volumes and skill bundles are named,
+//! and the node decides where they live).
 
 mod dial;
 mod error;
 mod files;
 mod identity;
+mod mounts;
 mod net;
 mod ports;
 mod routes;

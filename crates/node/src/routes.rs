@@ -42,6 +42,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/network/events", get(network_events))
         .route("/templates", get(templates))
         .route("/templates/{name}", axum::routing::delete(delete_template).put(import_template))
+        .route("/skills/{sha}", get(has_skill).put(put_skill))
+        .route("/volumes/{name}", axum::routing::delete(delete_volume))
         .nest("/sandboxes/{id}", sandbox)
         .with_state(node);
     Router::new().nest(proto::PREFIX, routes)
@@ -52,7 +54,7 @@ async fn status(State(node): Shared) -> Json<proto::Status> {
 }
 
 async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> Result<StatusCode, ApiError> {
-    node.create(req.id, req.spec, req.network).await?;
+    node.create(req.id, req.spec, req.network, &req.mounts).await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -99,6 +101,38 @@ async fn receive(path: &std::path::Path, body: Body) -> Result<(), ApiError> {
         out.write_all(&chunk).await.map_err(io)?;
     }
     out.flush().await.map_err(io)
+}
+
+async fn has_skill(State(node): Shared, Path(sha): Path<String>) -> Result<StatusCode, ApiError> {
+    match node.mounts().has_skill(&sha)? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(StatusCode::NOT_FOUND, "skill_missing", "no such skill bundle")),
+    }
+}
+
+/// Receives a skill bundle (a tar archive named by its SHA-256) and unpacks it.
+async fn put_skill(State(node): Shared, Path(sha): Path<String>, body: Body) -> Result<StatusCode, ApiError> {
+    let spool = node.mounts().skill_spool(&sha)?;
+    let limited = Body::new(http_body_util::Limited::new(body, crate::mounts::MAX_SKILL as usize));
+    let result = match receive(&spool, limited).await {
+        Ok(()) => {
+            let (n, s, p) = (Arc::clone(&node), sha.clone(), spool.clone());
+            tokio::task::spawn_blocking(move || n.mounts().install_skill(&s, &p))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node_error", e.to_string())))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&spool).await;
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn delete_volume(State(node): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    let n = Arc::clone(&node);
+    tokio::task::spawn_blocking(move || n.mounts().delete_volume(&name))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "node_error", e.to_string())))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_template(State(node): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {

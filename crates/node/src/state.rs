@@ -24,6 +24,8 @@ pub struct NodeOptions {
     pub memory_bytes: u64,
     /// The egress proxy's fixed name answers and extra upstream CA.
     pub egress: reins_net::EgressOptions,
+    /// Where agent volumes and skill bundles are kept; without it they are refused.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -32,6 +34,7 @@ impl Default for NodeOptions {
             max_sandboxes: 1000,
             memory_bytes: host_memory().saturating_mul(4),
             egress: reins_net::EgressOptions::default(),
+            data_dir: None,
         }
     }
 }
@@ -72,6 +75,7 @@ pub struct Node {
     audit: Arc<NetAudit>,
     /// Held while a sandbox's network settings change.
     net_changes: tokio::sync::Mutex<()>,
+    mounts: crate::mounts::Mounts,
 }
 
 impl std::fmt::Debug for Node {
@@ -85,7 +89,9 @@ impl Node {
     pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Result<Arc<Self>, String> {
         let audit = Arc::new(NetAudit::default());
         let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
+        let mounts = crate::mounts::Mounts::new(opts.data_dir.clone())?;
         Ok(Arc::new(Self {
+            mounts,
             id,
             runtime,
             opts,
@@ -125,10 +131,17 @@ impl Node {
     }
 
     /// Starts sandbox `id`, within capacity.
-    pub async fn create(&self, id: String, spec: SandboxSpec, network: SandboxNetwork) -> Result<(), ApiError> {
+    pub async fn create(
+        &self,
+        id: String,
+        mut spec: SandboxSpec,
+        network: SandboxNetwork,
+        mounts: &[reins_api::node::Mount],
+    ) -> Result<(), ApiError> {
         if !spec.volumes.is_empty() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "host volumes are not accepted by a node"));
         }
+        spec.volumes = self.mounts.resolve(mounts)?;
         let memory = spec.limits.memory_bytes;
         {
             let mut inner = self.lock();
@@ -210,6 +223,11 @@ impl Node {
     /// The egress audit feed after sequence number `after`.
     pub fn net_feed(&self, after: u64, limit: usize) -> reins_api::node::NetFeed {
         self.audit.feed(after, limit)
+    }
+
+    /// Agent volumes and skill bundles.
+    pub fn mounts(&self) -> &crate::mounts::Mounts {
+        &self.mounts
     }
 
     /// A running (not paused) sandbox; 409 when it is paused.

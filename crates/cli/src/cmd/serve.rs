@@ -153,7 +153,12 @@ fn size(s: &str) -> Result<u64, String> {
 
 fn node_options(max_sandboxes: u32, max_memory: Option<u64>, egress: &EgressArgs) -> Result<NodeOptions> {
     let d = NodeOptions::default();
-    Ok(NodeOptions { max_sandboxes, memory_bytes: max_memory.unwrap_or(d.memory_bytes), egress: egress.options()? })
+    Ok(NodeOptions {
+        max_sandboxes,
+        memory_bytes: max_memory.unwrap_or(d.memory_bytes),
+        egress: egress.options()?,
+        data_dir: None,
+    })
 }
 
 fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str) -> Result<Limits> {
@@ -296,6 +301,7 @@ impl LocalNode {
             }
         };
         let runtime = config::runtime(data_dir, 2, 4)?;
+        let opts = NodeOptions { data_dir: Some(data_dir.join("node")), ..opts };
         let node = Node::new(identity.node_id.clone(), runtime, opts).map_err(anyhow::Error::msg)?;
         let (stop, rx) = watch::channel(false);
         server.attach_local(&identity.node_id, reins_node::router(std::sync::Arc::clone(&node)), rx).await?;
@@ -353,7 +359,10 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     };
     println!("node {} serving control plane gateway {}", identity.node_id, identity.gateway);
     let runtime = config::runtime(data_dir, 2, 4)?;
-    let opts = node_options(args.max_sandboxes, args.max_memory, &args.egress)?;
+    let opts = NodeOptions {
+        data_dir: Some(data_dir.join("node")),
+        ..node_options(args.max_sandboxes, args.max_memory, &args.egress)?
+    };
     let node = Node::new(identity.node_id.clone(), runtime, opts).map_err(anyhow::Error::msg)?;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));
