@@ -64,7 +64,8 @@ impl Mounts {
         let mut out: Vec<Volume> = Vec::with_capacity(mounts.len());
         for m in mounts {
             let target = PathBuf::from(&m.target);
-            let clean = target.is_absolute() && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            let clean = target.is_absolute()
+                && target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
             let system = ["/proc", "/dev", "/sys", "/tmp"].iter().any(|s| target.starts_with(s));
             if !clean || target == Path::new("/") || system || out.iter().any(|v| v.sandbox == target) {
                 return Err(invalid(format!("mount target {:?} must be a clean absolute path of its own", m.target)));
@@ -94,7 +95,11 @@ impl Mounts {
     fn skill(&self, sha: &str) -> Result<PathBuf, ApiError> {
         let path = self.skill_path(sha)?;
         if !path.is_dir() {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "skill_missing", format!("skill bundle {sha} is not on this node")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "skill_missing",
+                format!("skill bundle {sha} is not on this node"),
+            ));
         }
         Ok(path)
     }

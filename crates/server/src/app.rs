@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 
 use crate::error::ApiError;
-use crate::routes::{admin, exec, exec_ws, files, network, sandboxes, system, templates};
+use crate::routes::{admin, agents, exec, exec_ws, files, network, sandboxes, sessions, skills, system, templates};
 use crate::state::App;
 
 pub fn router(app: Arc<App>) -> Router {
@@ -46,6 +46,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/secrets/{name}", axum::routing::put(network::put_secret).delete(network::delete_secret))
         .route("/templates", get(templates::list_templates))
         .route("/templates/{name}", delete(templates::delete_template).put(templates::import_template))
+        .route("/agents", post(agents::create).get(agents::list))
+        .route("/agents/{id}", get(agents::get).put(agents::update).delete(agents::delete))
+        .route("/agents/{id}/sessions", post(agents::create_session).get(agents::list_sessions))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(sessions::get).delete(sessions::delete))
+        .route("/sessions/{id}/messages", post(sessions::post_message))
+        .route("/sessions/{id}/events", get(sessions::events))
+        .route("/sessions/{id}/events/stream", get(sessions::stream))
+        .route("/sessions/{id}/cancel", post(sessions::cancel))
+        .route("/sessions/{id}/approvals/{approval_id}", post(sessions::answer))
+        .route("/skills", get(skills::list))
+        .route(
+            "/skills/{name}",
+            get(skills::get)
+                .delete(skills::delete)
+                .put(skills::put)
+                .layer(DefaultBodyLimit::max(crate::agents::skills::MAX_BUNDLE)),
+        )
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/v1", v1)

@@ -1,11 +1,13 @@
 //! `reins-server` is the control plane: the public API (`/v1`), API keys and
 //! tenants, placement of sandboxes on nodes, the node gateway, the reaper
-//! of expired sandboxes, and metrics.
+//! of expired sandboxes, agent sessions (driven by `reins-harness` under
+//! leases), and metrics.
 //!
 //! It reaches sandboxes only through nodes, over the node protocol
 //! ([`reins_api::node`]); in `reins up` the local node dials this process's
 //! gateway over loopback like any other node.
 
+mod agents;
 mod app;
 mod auth;
 mod error;
@@ -95,13 +97,24 @@ impl Server {
             upload_dir: opts.data_dir.join("uploads"),
             sealing,
             ingress: ingress::Cache::default(),
+            harness: agents::Harness::new(
+                agents::instance_id(&opts.data_dir)?,
+                opts.limits.session_lease,
+                reins_harness::model::Retry {
+                    attempts: opts.limits.model_attempts,
+                    first: opts.limits.model_backoff,
+                    max: std::time::Duration::from_secs(30),
+                },
+            ),
+            blob_dir: opts.data_dir.join("blobs"),
         });
         let (tx, rx) = watch::channel(false);
         let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);
         let tasks = vec![
             tokio::spawn(serve::run(api, app::router(Arc::clone(&app)), api_tls, rx.clone())),
             tokio::spawn(gateway::run(gw, Arc::clone(&app), rx.clone())),
-            tokio::spawn(reaper::run(Arc::clone(&app), rx)),
+            tokio::spawn(reaper::run(Arc::clone(&app), rx.clone())),
+            tokio::spawn(agents::recover(Arc::clone(&app), rx)),
         ];
         tracing::info!(%api_addr, %gateway_addr, "control plane listening");
         Ok(Self { api_addr, gateway_addr, store, app, shutdown: tx, tasks })

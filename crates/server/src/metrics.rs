@@ -29,6 +29,17 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub agent: String,
+    pub direction: String,
+}
+
 /// The control plane's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -36,6 +47,10 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     pub exec_seconds: Histogram,
+    /// Session log events appended, by kind.
+    pub session_events: Family<KindLabel, Counter>,
+    /// Model tokens, by agent and direction (`input`, `output`).
+    pub model_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,7 +64,11 @@ impl Default for Metrics {
         registry.register("http_requests", "API requests by method, route and status", requests.clone());
         registry.register("http_request_duration_seconds", "API request latency by route", latency.clone());
         registry.register("exec_duration_seconds", "Duration of commands run through the API", exec_seconds.clone());
-        Self { registry: Mutex::new(registry), requests, latency, exec_seconds }
+        let session_events = Family::<KindLabel, Counter>::default();
+        let model_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("session_events", "Agent session log events appended, by kind", session_events.clone());
+        registry.register("model_tokens", "Model tokens used, by agent and direction", model_tokens.clone());
+        Self { registry: Mutex::new(registry), requests, latency, exec_seconds, session_events, model_tokens }
     }
 }
 

@@ -6,7 +6,9 @@ use reins_api::ErrorBody;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, exec, exec_ws, files, network, sandboxes, templates};
+use reins_api::agent;
+
+use crate::routes::{admin, agents, exec, exec_ws, files, network, sandboxes, sessions, skills, templates};
 
 struct Security;
 
@@ -61,6 +63,9 @@ impl Modify for ErrorResponses {
                     extra.push(("403", "Needs an admin API key"));
                     extra.push(("409", "The object exists"));
                 }
+                if path.starts_with("/v1/sessions/") {
+                    extra.push(("409", "A turn is running or waits for an approval"));
+                }
                 if path == "/v1/sandboxes" {
                     extra.push(("429", "Tenant quota reached; retry after `Retry-After` seconds"));
                 }
@@ -80,7 +85,7 @@ impl Modify for ErrorResponses {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Reins API", version = "1", description = "Sandboxes for AI agents: create, run commands, move files. Errors are `{code, message}`."),
+    info(title = "Reins API", version = "1", description = "Sandboxes and durable agent sessions for AI agents: create sandboxes, run commands, move files; define agents and talk to them. Errors are `{code, message}`."),
     paths(
         sandboxes::create, sandboxes::list, sandboxes::get, sandboxes::delete, sandboxes::set_timeout,
         sandboxes::pause, sandboxes::resume,
@@ -91,11 +96,17 @@ impl Modify for ErrorResponses {
         templates::list_templates, templates::import_template, templates::delete_template,
         network::set, network::log, network::put_secret, network::list_secrets, network::delete_secret,
         crate::ingress::set_access,
+        agents::create, agents::list, agents::get, agents::update, agents::delete, agents::create_session, agents::list_sessions,
+        sessions::list, sessions::get, sessions::delete, sessions::post_message, sessions::events, sessions::stream,
+        sessions::cancel, sessions::answer,
+        skills::put, skills::list, skills::get, skills::delete,
     ),
     components(schemas(ErrorBody, v1::Sandbox, v1::SandboxState, v1::CreateSandbox, v1::SandboxList, v1::SetTimeout,
         v1::Exec, v1::ExecResult, v1::ExecEvent, v1::ExecSseEvent, v1::Stdin, v1::Signal, v1::PtySize, v1::WsControl, v1::FileEvent, v1::FileEventKind, v1::User, v1::FileEntry, v1::FileKind,
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
-        v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent, v1::SetPortAccess, v1::PortAccess)),
+        v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent, v1::SetPortAccess, v1::PortAccess,
+        agent::AgentSpec, agent::ModelSpec, agent::AgentSandbox, agent::ToolPolicy, agent::PolicyRule, agent::Budgets, agent::Agent,
+        agent::Session, agent::PostMessage, agent::Turn, agent::SessionEvent, agent::AnswerApproval, agent::Skill)),
     modifiers(&Security, &ErrorResponses),
 )]
 struct ApiDoc;

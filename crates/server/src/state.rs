@@ -24,6 +24,12 @@ pub struct Limits {
     pub max_template: u64,
     /// Sandbox ports are reached at `{port}-{id}.{sandbox_domain}`.
     pub sandbox_domain: String,
+    /// How long a worker's hold on an agent session lasts without renewal
+    /// (another replica takes the session over after that).
+    pub session_lease: Duration,
+    /// Model calls: attempts and first backoff.
+    pub model_attempts: u32,
+    pub model_backoff: Duration,
 }
 
 impl Default for Limits {
@@ -35,6 +41,9 @@ impl Default for Limits {
             max_upload: 1 << 30,
             max_template: 16 << 30,
             sandbox_domain: "localhost".to_owned(),
+            session_lease: Duration::from_secs(15),
+            model_attempts: 5,
+            model_backoff: Duration::from_millis(500),
         }
     }
 }
@@ -86,6 +95,10 @@ pub struct App {
     pub sealing: crate::sealing::SealingKey,
     /// Sandboxes' ingress settings, recently used.
     pub ingress: crate::ingress::Cache,
+    /// Agent sessions: workers, leases, live events.
+    pub harness: crate::agents::Harness,
+    /// Content-addressed blobs (skill bundles).
+    pub blob_dir: std::path::PathBuf,
 }
 
 pub type Shared = axum::extract::State<Arc<App>>;

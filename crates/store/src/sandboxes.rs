@@ -51,6 +51,8 @@ pub enum EndReason {
     Lost,
     /// Its node failed to start it.
     Failed,
+    /// The agent turn it was made for ended.
+    Completed,
 }
 
 impl EndReason {
@@ -60,6 +62,7 @@ impl EndReason {
             Self::Timeout => "timeout",
             Self::Lost => "lost",
             Self::Failed => "failed",
+            Self::Completed => "completed",
         }
     }
 }

@@ -327,6 +327,22 @@ impl Store {
         Ok(())
     }
 
+    /// Expires the leases held by earlier runs of this server instance
+    /// (owners `PREFIX…` other than `current`): those processes are gone, so
+    /// their sessions need not wait for the leases to run out.
+    pub async fn expire_leases_of(&self, prefix: &str, current: &str) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE sessions SET lease_until_ms = 0 WHERE lease_owner IS NOT NULL AND lease_owner <> $2 \
+             AND SUBSTR(lease_owner, 1, $3) = $1",
+        )
+        .bind(prefix)
+        .bind(current)
+        .bind(prefix.len() as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Sessions with a turn to drive whose lease is free or expired.
     pub async fn orphaned_sessions(&self, limit: i64) -> Result<Vec<String>, Error> {
         Ok(sqlx::query_scalar(

@@ -65,7 +65,7 @@ pub(super) fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto:
 }
 
 /// Starts a command on `node` and returns its frames as they come.
-pub(super) async fn frames(
+pub(crate) async fn frames(
     node: &NodeConn,
     id: &str,
     req: &proto::Exec,

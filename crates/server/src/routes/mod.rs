@@ -1,11 +1,14 @@
 //! The public API's routes.
 
 pub mod admin;
+pub mod agents;
 pub mod exec;
 pub mod exec_ws;
 pub mod files;
 pub mod network;
 pub mod sandboxes;
+pub mod sessions;
+pub mod skills;
 pub mod system;
 pub mod templates;
 
