@@ -15,6 +15,8 @@ pub mod event;
 pub mod model;
 pub mod policy;
 pub mod replay;
+#[cfg(feature = "scripted")]
+pub mod scripted;
 pub mod tools;
 pub mod turn;
 

@@ -228,6 +228,13 @@ async fn keep_lease(app: Arc<App>, lease: Lease, cancel: Arc<Cancel>, mut stop: 
 
 /// Takes over sessions whose worker is gone, every second until shutdown.
 pub async fn recover(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    // Sessions need sandboxes: give the nodes a moment to connect after a start.
+    for _ in 0..40 {
+        if !app.nodes.all().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     match app.store.expire_leases_of(&format!("{}/", app.harness.instance), &app.harness.worker).await {
         Ok(n) if n > 0 => tracing::info!(sessions = n, "taking over the sessions of this server's previous run"),
         Ok(_) => {}

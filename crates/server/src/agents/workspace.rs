@@ -39,7 +39,26 @@ impl SessionWorkspace {
         Self { app, lease, tenant, agent_id, spec, sandbox: Mutex::new(None) }
     }
 
+    /// The session's sandbox, made if needed. A node that cannot take it
+    /// now (503: not connected yet, full) is retried for up to 30 s: that is
+    /// the harness's trouble, not something to tell the model.
     async fn ensure(&self) -> Result<(String, String), ApiError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.ensure_once().await {
+                Err(e)
+                    if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::info!(session = %self.lease.session_id, error = %e.message, "no node for the session's sandbox yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ensure_once(&self) -> Result<(String, String), ApiError> {
         let mut slot = self.sandbox.lock().await;
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());

@@ -1,6 +1,7 @@
 //! The service as its users see it: `reins up` (and `reins server` +
 //! `reins node`) started as real processes, driven over real HTTP.
 
+mod agents;
 mod auth;
 mod cluster;
 mod ingress;
