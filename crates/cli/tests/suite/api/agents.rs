@@ -531,3 +531,183 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
     }
     panic!("condition not met in 20 s");
 }
+
+fn bundle(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut ar = tar::Builder::new(Vec::new());
+    for (path, text) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, path, text.as_bytes()).expect("append");
+    }
+    ar.into_inner().expect("tar")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skills_are_versioned_mounted_read_only_and_described_in_context() {
+    let model = Scripted::queue(vec![
+        tools(&[(
+            "shell",
+            json!({"command": "cat /skills/greet/SKILL.md /skills/greet/hello.sh; touch /skills/greet/x"}),
+        )]),
+        Reply::Text("greeted".into()),
+    ])
+    .await
+    .expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &[]).await;
+    let api = svc.admin();
+    let put = |name: &str, body: Vec<u8>| api.req(Method::PUT, &format!("/v1/skills/{name}")).body(body).send();
+    let skill_md = "---\nname: greet\ndescription: says hello politely\n---\nRun hello.sh.\n";
+    let r = put("greet", bundle(&[("SKILL.md", skill_md), ("hello.sh", "echo hello\n")])).await.expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = put("greet", bundle(&[("SKILL.md", skill_md), ("hello.sh", "echo hello again\n")])).await.expect("put");
+    let v2: Value = r.json().await.expect("json");
+    assert_eq!(v2["version"], 2);
+    for (name, body, want) in [
+        ("greet", bundle(&[("README", "x")]), "no SKILL.md"),
+        ("other", bundle(&[("SKILL.md", skill_md)]), "names the skill `greet`"),
+        ("greet", b"not a tar".to_vec(), "tar"),
+    ] {
+        let r = put(name, body).await.expect("put");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let v: Value = r.json().await.expect("json");
+        assert!(v["message"].as_str().expect("m").contains(want), "{v}");
+    }
+    let sid = session(&api, &agent("greeter", "openai", &model.openai_url(), json!({"skills": ["greet"]}))).await;
+    say(&api, &sid, "greet me").await;
+    wait_status(&api, &sid, "idle").await;
+    let r = receipts(&events(&api, &sid).await);
+    let out = r[0]["output"].as_str().expect("output");
+    assert!(out.contains("Run hello.sh.") && out.contains("echo hello again"), "the latest version is mounted: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let sys = system_of(&model.seen()[0]);
+    assert!(sys.contains("- greet: says hello politely"), "{sys}");
+    let list = api.ok(Method::GET, "/v1/skills", None).await;
+    assert_eq!(list["items"][0]["version"], 2);
+    svc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_are_compacted_and_the_log_keeps_everything() {
+    let model = Scripted::start(
+        |seen: &Seen| {
+            let last = seen.body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+            if last["content"].as_str().is_some_and(|c| c.starts_with("Summarise the conversation")) {
+                Reply::Text("SUMMARY: the user pasted a long text about llamas.".into())
+            } else {
+                Reply::Text("noted".into())
+            }
+        },
+        vec![],
+    )
+    .await
+    .expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &[]).await;
+    let api = svc.admin();
+    let spec = agent("compact", "openai", &model.openai_url(), json!({"budgets": {"context_tokens": 1000}}));
+    let sid = session(&api, &spec).await;
+    let long = "llamas ".repeat(1000);
+    say(&api, &sid, &long).await;
+    wait_status(&api, &sid, "idle").await;
+    say(&api, &sid, "and now?").await;
+    wait_status(&api, &sid, "idle").await;
+    let evs = events(&api, &sid).await;
+    let compaction = evs.iter().find(|e| e["kind"] == "compaction").expect("a compaction event");
+    assert_eq!(
+        compaction["data"]["upto_seq"],
+        evs.iter().filter(|e| e["kind"] == "message").nth(1).expect("2nd")["seq"].as_i64().expect("seq") - 1
+    );
+    let seen = model.seen();
+    let last = seen.last().expect("last");
+    assert!(system_of(last).contains("SUMMARY: the user pasted"), "{}", system_of(last));
+    let msgs = last.body["messages"].as_array().expect("m");
+    assert_eq!(msgs.len(), 2, "system + the new message only: {msgs:?}");
+    assert!(evs.iter().any(|e| e["data"]["content"] == long.as_str()), "the log keeps the original");
+    svc.terminate().await;
+}
+
+/// Reads Server-Sent Events until `until` says stop: (id, event, data) each.
+async fn sse(
+    api: &Api,
+    path: &str,
+    last_id: Option<&str>,
+    until: impl Fn(&str) -> bool,
+) -> Vec<(Option<String>, String, Value)> {
+    use futures_util::StreamExt;
+    let mut req = api.req(Method::GET, path);
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().await.expect("stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if event.is_empty() {
+                continue;
+            }
+            let stop = until(&event);
+            out.push((id, event, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            if stop {
+                return out;
+            }
+        }
+    }
+    panic!("the stream ended early: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_has_deltas_and_resumes_from_the_last_event_id() {
+    let model = Scripted::queue(vec![
+        Reply::After(Duration::from_millis(300), Box::new(tools(&[("shell", json!({"command": "echo streamed"}))]))),
+        Reply::Text("a fairly long streamed answer".into()),
+    ])
+    .await
+    .expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &[]).await;
+    let api = svc.admin();
+    let sid = session(&api, &agent("streamer", "openai", &model.openai_url(), json!({}))).await;
+    let path = format!("/v1/sessions/{sid}/events/stream");
+    let follower = {
+        let (api, path) = (api.clone(), path.clone());
+        tokio::spawn(async move { sse(&api, &path, None, |e| e == "turn_finished").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    say(&api, &sid, "stream please").await;
+    let got = follower.await.expect("stream task");
+    let names: Vec<&str> = got.iter().map(|(_, e, _)| e.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message"));
+    let deltas: String =
+        got.iter().filter(|(_, e, _)| e == "text_delta").map(|(_, _, d)| d["text"].as_str().unwrap_or("")).collect();
+    assert_eq!(deltas, "a fairly long streamed answer", "{names:?}");
+    assert!(got.iter().filter(|(_, e, _)| e == "text_delta").all(|(id, _, _)| id.is_none()), "deltas carry no id");
+    for kind in ["tool_intent", "tool_receipt", "model_response", "turn_finished"] {
+        assert!(names.contains(&kind), "{kind} in {names:?}");
+    }
+    // Resuming after the tool's receipt replays exactly what followed it.
+    let receipt =
+        got.iter().find(|(_, e, _)| e == "tool_receipt").and_then(|(id, _, _)| id.clone()).expect("receipt id");
+    let resumed = sse(&api, &path, Some(&receipt), |e| e == "turn_finished").await;
+    let first = resumed.first().expect("first");
+    assert_eq!(first.0.as_deref().and_then(|i| i.parse::<i64>().ok()), receipt.parse::<i64>().ok().map(|r| r + 1));
+    assert_eq!(first.2["seq"].as_i64(), receipt.parse::<i64>().ok().map(|r| r + 1));
+    svc.terminate().await;
+}
