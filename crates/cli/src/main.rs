@@ -1,5 +1,6 @@
 //! `reins`: the single Reins binary. It runs the services (`reins up`,
-//! `reins server`, `reins node`), talks to them (`reins sandbox|key|tenant`),
+//! `reins server`, `reins node`), talks to them (`reins sandbox|key|tenant`,
+//! `reins agent|chat|session|skill`),
 //! runs sandboxes locally without a server (`reins run`), manages templates
 //! and benchmarks; the same binary also serves as the sandbox helper (see
 //! `reins_sandbox::maybe_run_helper`).
@@ -49,6 +50,17 @@ enum Command {
     /// Secrets the egress proxy adds to sandboxes' requests (values never enter a sandbox).
     #[command(subcommand)]
     Secret(cmd::network::SecretCmd),
+    /// Agents: their model, tools, skills, sandbox and approval policy.
+    #[command(subcommand)]
+    Agent(cmd::agent::AgentCmd),
+    /// Talk to an agent: the answer streams, tool calls show, approvals are asked inline.
+    Chat(cmd::chat::ChatArgs),
+    /// Agent sessions: transcripts and approvals.
+    #[command(subcommand)]
+    Session(cmd::agent::SessionCmd),
+    /// Skill bundles agents mount read-only at /skills/<name>.
+    #[command(subcommand)]
+    Skill(cmd::agent::SkillCmd),
     /// Run a command in a fresh sandbox and remove the sandbox afterwards.
     Run(cmd::run::RunArgs),
     /// Manage templates (root file systems of sandboxes).
@@ -104,6 +116,10 @@ fn main() -> ExitCode {
             Command::Key(c) => cmd::admin::key(c).await,
             Command::Tenant(c) => cmd::admin::tenant(c).await,
             Command::Secret(c) => cmd::network::secret(c).await,
+            Command::Agent(c) => cmd::agent::agent(c).await,
+            Command::Chat(args) => cmd::chat::chat(args).await,
+            Command::Session(c) => cmd::agent::session(c).await,
+            Command::Skill(c) => cmd::agent::skill(c).await,
             Command::Run(args) => cmd::run::run(&data_dir?, args).await,
             Command::Template(t) => cmd::template::run(data_dir.as_deref().ok(), t).await,
             Command::Bench(b) => bench::run(&data_dir?, b).await,

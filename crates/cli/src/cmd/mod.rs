@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod agent;
+pub mod chat;
 pub mod cleanup;
 pub mod cp;
 pub mod network;

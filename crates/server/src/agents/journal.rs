@@ -51,7 +51,14 @@ pub struct DbJournal {
 impl Journal for DbJournal {
     async fn append(&self, event: Event, usage: Option<Usage>) -> Result<Logged, JournalError> {
         let body = serde_json::to_string(&event).map_err(|e| JournalError::Store(e.to_string()))?;
+        // The head says where the session stands as soon as the event is logged.
+        let status = match event {
+            Event::TurnFinished { .. } => Some("idle"),
+            Event::ApprovalRequested { .. } => Some("waiting"),
+            _ => None,
+        };
         let effects = AppendEffects {
+            status,
             tokens: usage.map(|u| (u.input as i64, u.output as i64)),
             clear_cancel: matches!(event, Event::TurnFinished { .. }),
             ..Default::default()

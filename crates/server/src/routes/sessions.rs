@@ -41,9 +41,20 @@ fn busy(status: &str) -> ApiError {
 }
 
 /// Takes the session's lease when it is in `want`; gives it back otherwise.
+/// A worker that has just logged the end of its turn (or its wait) still
+/// holds the lease for a moment: that is waited for, briefly.
 async fn take(app: &App, row: &SessionRow, want: &str) -> Result<Lease, ApiError> {
-    let lease = app.store.acquire_lease(&row.id, &app.harness.worker, app.harness.ttl_ms()).await?;
-    let Some(lease) = lease else { return Err(busy(&row.status)) };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let lease = loop {
+        if let Some(lease) = app.store.acquire_lease(&row.id, &app.harness.worker, app.harness.ttl_ms()).await? {
+            break lease;
+        }
+        let now = app.store.session_by_id(&row.id).await?;
+        if now.status != want || tokio::time::Instant::now() >= deadline {
+            return Err(busy(&now.status));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     let now = app.store.session_by_id(&row.id).await?;
     if now.status != want {
         app.store.release_lease(&lease, &now.status).await?;

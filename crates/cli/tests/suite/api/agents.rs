@@ -70,6 +70,19 @@ async fn wait_kind(api: &Api, sid: &str, kind: &str) -> Vec<Value> {
     panic!("no {kind} event in session {sid}: {:?}", kinds(&events(api, sid).await));
 }
 
+/// Waits until the session holds no sandbox and none of the tenant's sandboxes runs.
+async fn wait_released(api: &Api, sid: &str) {
+    for _ in 0..400 {
+        let s = api.ok(Method::GET, &format!("/v1/sessions/{sid}"), None).await;
+        let live = api.ok(Method::GET, "/v1/sandboxes", None).await;
+        if s["sandbox_id"].is_null() && live["items"].as_array().is_some_and(Vec::is_empty) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("session {sid} still holds a sandbox");
+}
+
 fn receipts(evs: &[Value]) -> Vec<Value> {
     evs.iter().filter(|e| e["kind"] == "tool_receipt").map(|e| e["data"].clone()).collect()
 }
@@ -121,8 +134,8 @@ async fn an_agent_works_in_its_sandbox_and_its_files_and_memory_outlive_the_sand
     let sid = session(&api, &spec_with_key).await;
     let turn = say(&api, &sid, "take notes").await;
     assert_eq!(turn["duplicate"], false);
-    let s = wait_status(&api, &sid, "idle").await;
-    assert!(s["sandbox_id"].is_null(), "the sandbox is released after the turn: {s}");
+    wait_status(&api, &sid, "idle").await;
+    wait_released(&api, &sid).await;
     let evs = events(&api, &sid).await;
     assert_eq!(
         kinds(&evs),
@@ -184,8 +197,7 @@ async fn an_agent_works_in_its_sandbox_and_its_files_and_memory_outlive_the_sand
     assert_eq!((s["tokens_in"].as_i64(), s["tokens_out"].as_i64()), (Some(500), Some(50)), "5 calls × (100, 10)");
     let agents = api.ok(Method::GET, "/v1/agents/writer", None).await;
     assert_eq!(agents["tokens_in"], 500);
-    let live = api.ok(Method::GET, "/v1/sandboxes", None).await;
-    assert_eq!(live["items"].as_array().map(Vec::len), Some(0), "no sandbox is left: {live}");
+    wait_released(&api, &sid).await;
     let metrics = api.req(Method::GET, "/metrics").send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("reins_model_tokens_total{agent="), "{metrics}");
     svc.terminate().await;
@@ -246,10 +258,8 @@ async fn approvals_park_the_session_without_a_sandbox_and_record_the_approver() 
         {"match": "git push*", "action": "ask"}, {"match": "rm -rf /*", "action": "deny"}]}}});
     let sid = session(&api, &agent("careful", "openai", &model.openai_url(), policy)).await;
     say(&api, &sid, "ship it").await;
-    let s = wait_status(&api, &sid, "waiting").await;
-    assert!(s["sandbox_id"].is_null(), "no sandbox is held while waiting: {s}");
-    let live = api.ok(Method::GET, "/v1/sandboxes", None).await;
-    assert_eq!(live["items"].as_array().map(Vec::len), Some(0));
+    wait_status(&api, &sid, "waiting").await;
+    wait_released(&api, &sid).await; // no sandbox is held while it waits
     let evs = events(&api, &sid).await;
     let asked: Vec<&Value> = evs.iter().filter(|e| e["kind"] == "approval_requested").collect();
     assert_eq!(asked.len(), 1);
@@ -709,5 +719,79 @@ async fn the_event_stream_has_deltas_and_resumes_from_the_last_event_id() {
     let first = resumed.first().expect("first");
     assert_eq!(first.0.as_deref().and_then(|i| i.parse::<i64>().ok()), receipt.parse::<i64>().ok().map(|r| r + 1));
     assert_eq!(first.2["seq"].as_i64(), receipt.parse::<i64>().ok().map(|r| r + 1));
+    svc.terminate().await;
+}
+
+/// Runs the `reins` CLI against this test's `reins up` (through the config it wrote).
+async fn cli(env: &Env, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::process::Command::new(crate::suite::reins_bin());
+    c.args(args)
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env_remove("REINS_URL")
+        .env_remove("REINS_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("reins");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("stdin");
+    drop(input);
+    let o =
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("in time").expect("reins");
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_defines_agents_pushes_skills_and_chats_with_inline_approvals() {
+    let model = Scripted::queue(vec![
+        tools(&[("shell", json!({"command": "git push origin main || echo pushed-anyway"}))]),
+        Reply::Text("Pushed as asked.".into()),
+        tools(&[("shell", json!({"command": "git push --tags"}))]),
+        Reply::Text("Not pushed.".into()),
+    ])
+    .await
+    .expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &[]).await;
+    let dir = env.dir.path().join("skill");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("SKILL.md"), "---\nname: deploy\ndescription: how to deploy\n---\n").expect("skill");
+    let (code, out, err) = cli(&env, &["skill", "push", dir.to_str().expect("utf8")], "").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("deploy v1"), "{out}");
+    let url = model.openai_url();
+    let args =
+        ["agent", "create", "ops", "--base-url", &url, "--model", "m", "--skill", "deploy", "--ask", "git push*"];
+    let (code, out, err) = cli(&env, &args, "").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("reins chat ops"), "{out}");
+    let (code, out, _) = cli(&env, &["agent", "ls", "--json"], "").await;
+    assert_eq!(code, Some(0));
+    let list: Vec<Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(list[0]["approvals"]["shell"]["rules"][0]["action"], "ask");
+
+    // Two messages; the first push is approved inline, the second denied.
+    let (code, out, err) = cli(&env, &["chat", "ops"], "push it\ny\npush tags\nn\n").await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("? approval") && out.contains("git push origin main"), "{out}");
+    assert!(out.contains("agent> Pushed as asked."), "{out}");
+    assert!(out.contains("pushed-anyway"), "the approved command ran: {out}");
+    assert!(out.contains("denied") && out.contains("agent> Not pushed."), "{out}");
+    let session = err.split_whitespace().nth(1).expect("session id in the banner").to_owned();
+    let (code, out, _) = cli(&env, &["session", "show", &session], "").await;
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("you> push it"), "{out}");
+    let (_, out, _) = cli(&env, &["session", "ls", "--agent", "ops", "--json"], "").await;
+    let sessions: Vec<Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(sessions[0]["status"], "idle");
+    let (code, _, err) = cli(&env, &["session", "approve", &session], "").await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("waits for no approval"), "{err}");
+    let (code, _, err) = cli(&env, &["agent", "create", "bad", "--base-url", "nope", "--model", "m"], "").await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("must be an http(s) URL"), "{err}");
+    let (code, _, _) = cli(&env, &["agent", "rm", "ops"], "").await;
+    assert_eq!(code, Some(0));
     svc.terminate().await;
 }
