@@ -52,7 +52,7 @@ enum Command {
     Secret(cmd::network::SecretCmd),
     /// Agents: their model, tools, skills, sandbox and approval policy.
     #[command(subcommand)]
-    Agent(cmd::agent::AgentCmd),
+    Agent(Box<cmd::agent::AgentCmd>),
     /// Talk to an agent: the answer streams, tool calls show, approvals are asked inline.
     Chat(cmd::chat::ChatArgs),
     /// Agent sessions: transcripts and approvals.
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
             Command::Key(c) => cmd::admin::key(c).await,
             Command::Tenant(c) => cmd::admin::tenant(c).await,
             Command::Secret(c) => cmd::network::secret(c).await,
-            Command::Agent(c) => cmd::agent::agent(c).await,
+            Command::Agent(c) => cmd::agent::agent(*c).await,
             Command::Chat(args) => cmd::chat::chat(args).await,
             Command::Session(c) => cmd::agent::session(c).await,
             Command::Skill(c) => cmd::agent::skill(c).await,

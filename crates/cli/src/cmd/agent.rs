@@ -21,7 +21,7 @@ use crate::cmd::table::{json_out, print_table, when};
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Define an agent (or pass a whole definition with --file).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List agents.
     Ls {
         #[arg(long)]
