@@ -25,6 +25,8 @@ pub enum BenchCmd {
     Api(crate::bench_api::ApiBench),
     /// The egress proxy: added latency, throughput, and the cold-start cost of an allowlist.
     Network(crate::bench_net::NetBench),
+    /// The agent harness: overhead per step, and many sessions at once, against a scripted model.
+    Agent(crate::bench_agent::AgentBench),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +89,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         BenchCmd::Sandbox(args) => args,
         BenchCmd::Api(args) => return crate::bench_api::run(data_dir, args).await,
         BenchCmd::Network(args) => return crate::bench_net::run(data_dir, args).await,
+        BenchCmd::Agent(args) => return crate::bench_agent::run(data_dir, args).await,
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;

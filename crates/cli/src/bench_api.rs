@@ -120,40 +120,57 @@ async fn raw_cycle(rt: &Runtime, spec: &SandboxSpec) -> Result<[f64; 3]> {
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3)])
 }
 
-pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
-    // A fresh control plane and node of its own, in a scratch directory.
-    let dir = data_dir.join("bench-api");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let server = Server::start(ServerOptions {
-        database_url: format!("sqlite://{}", dir.join("reins.db").display()),
-        data_dir: dir.join("server"),
-        listen: "127.0.0.1:0".parse()?,
-        gateway_listen: "127.0.0.1:0".parse()?,
-        gateway_advertise: None,
-        tls: None,
-        limits: Limits::default(),
-        secret_key_file: None,
-    })
-    .await?;
-    let url = format!("http://{}", server.api_addr);
-    let key = server.bootstrap_admin().await?.context("fresh database without an admin key")?;
-    let local = LocalNode::start(&server, &dir, &url, None, reins_node::NodeOptions::default()).await?;
-    let client = Arc::new(Client { http: reqwest::Client::new(), url, key });
-    for _ in 0..200 {
-        if client
-            .call(reqwest::Method::GET, "/v1/templates", None)
-            .await
-            .is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
-        {
-            break;
+/// A control plane and node of their own, in process, in a scratch directory.
+pub struct LocalService {
+    pub server: Server,
+    pub local: LocalNode,
+    pub url: String,
+    pub key: String,
+    dir: std::path::PathBuf,
+}
+
+impl LocalService {
+    pub async fn start(data_dir: &Path, name: &str, limits: Limits) -> Result<Self> {
+        let dir = data_dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let server = Server::start(ServerOptions {
+            database_url: format!("sqlite://{}", dir.join("reins.db").display()),
+            data_dir: dir.join("server"),
+            listen: "127.0.0.1:0".parse()?,
+            gateway_listen: "127.0.0.1:0".parse()?,
+            gateway_advertise: None,
+            tls: None,
+            limits,
+            secret_key_file: None,
+        })
+        .await?;
+        let url = format!("http://{}", server.api_addr);
+        let key = server.bootstrap_admin().await?.context("fresh database without an admin key")?;
+        let local = LocalNode::start(&server, &dir, &url, None, reins_node::NodeOptions::default()).await?;
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let r = http.get(format!("{url}/readyz")).send().await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Self { server, local, url, key, dir })
     }
-    let result = measure(&client, local.node.runtime(), &args).await;
-    local.stop().await;
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+
+    pub async fn stop(self) {
+        self.local.stop().await;
+        self.server.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
+    let svc = LocalService::start(data_dir, "bench-api", Limits::default()).await?;
+    let client = Arc::new(Client { http: reqwest::Client::new(), url: svc.url.clone(), key: svc.key.clone() });
+    let result = measure(&client, svc.local.node.runtime(), &args).await;
+    svc.stop().await;
     let report = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

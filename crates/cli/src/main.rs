@@ -6,6 +6,7 @@
 //! `reins_sandbox::maybe_run_helper`).
 
 mod bench;
+mod bench_agent;
 mod bench_api;
 mod bench_net;
 mod client;

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -40,6 +40,9 @@ pub struct Seen {
     pub body: Value,
     /// The API key sent (`Authorization: Bearer` or `x-api-key`).
     pub key: Option<String>,
+    /// When it arrived, and when its answer was ready to send.
+    pub received: Instant,
+    pub answered: Option<Instant>,
 }
 
 type Responder = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -123,9 +126,14 @@ fn key(h: &HeaderMap) -> Option<String> {
 }
 
 async fn answer(inner: Arc<Inner>, protocol: &'static str, headers: HeaderMap, body: String) -> Response {
+    let received = Instant::now();
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let seen = Seen { protocol, body, key: key(&headers) };
-    inner.seen.lock().unwrap_or_else(|p| p.into_inner()).push(seen.clone());
+    let seen = Seen { protocol, body, key: key(&headers), received, answered: None };
+    let index = {
+        let mut all = inner.seen.lock().unwrap_or_else(|p| p.into_inner());
+        all.push(seen.clone());
+        all.len() - 1
+    };
     if !inner.keys.is_empty() && !seen.key.as_ref().is_some_and(|k| inner.keys.contains(k)) {
         return error(401, r#"{"error":{"message":"invalid api key","type":"authentication_error"}}"#.into(), None);
     }
@@ -142,6 +150,9 @@ async fn answer(inner: Arc<Inner>, protocol: &'static str, headers: HeaderMap, b
         }
     }
     let sse = if protocol == "openai" { openai_sse(&reply) } else { anthropic_sse(&reply) };
+    if let Some(s) = inner.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index) {
+        s.answered = Some(Instant::now());
+    }
     Response::builder().header("content-type", "text/event-stream").body(Body::from(sse)).unwrap_or_default()
 }
 
