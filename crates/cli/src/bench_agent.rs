@@ -144,22 +144,25 @@ impl Api {
         Ok(sid)
     }
 
-    /// Waits for the session's turn to end; its end reason.
+    /// Follows the session's event stream until its turn ends; the end reason.
     async fn finished(&self, sid: &str) -> Result<String> {
-        loop {
-            let s = self.call(reqwest::Method::GET, &format!("/v1/sessions/{sid}"), None).await?;
-            if s["status"] == "idle" {
-                let evs = self
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/v1/sessions/{sid}/events?after={}", s["last_seq"].as_i64().unwrap_or(1) - 1),
-                        None,
-                    )
-                    .await?;
-                return Ok(evs["items"][0]["data"]["reason"].as_str().unwrap_or("?").to_owned());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        use futures_util::StreamExt;
+        let url = format!("{}/v1/sessions/{sid}/events/stream", self.url);
+        let resp = self.http.get(url).bearer_auth(&self.key).send().await?;
+        if !resp.status().is_success() {
+            bail!("event stream: {}", resp.status());
         }
+        let mut body = resp.bytes_stream();
+        let mut parser = reins_harness::model::sse::SseParser::default();
+        while let Some(chunk) = body.next().await {
+            for ev in parser.feed(&chunk?).map_err(anyhow::Error::msg)? {
+                if ev.event == "turn_finished" {
+                    let v: Value = serde_json::from_str(&ev.data)?;
+                    return Ok(v["data"]["reason"].as_str().unwrap_or("?").to_owned());
+                }
+            }
+        }
+        bail!("the event stream ended before the turn")
     }
 }
 

@@ -19,25 +19,22 @@ pub struct Context {
 }
 
 impl Context {
-    /// Reads `AGENTS.md` and `MEMORY.md` from `/workspace` (absent files are skipped).
+    /// Reads `AGENTS.md` and `MEMORY.md` from `/workspace` in one command
+    /// (absent files are skipped).
     pub async fn load(ws: &impl Workspace, skills: Vec<(String, String)>) -> Result<Self, String> {
         let limit = (FILE_BUDGET + 1).to_string();
-        let mut read = Vec::new();
-        for name in ["AGENTS.md", "MEMORY.md"] {
-            let path = format!("{}/{name}", crate::tools::WORKSPACE);
-            let cmd = ["sh", "-c", r#"[ -f "$1" ] && exec head -c "$2" -- "$1"; true"#, "sh", &path, &limit];
-            let out = ws
-                .exec(ExecSpec {
-                    cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                    stdin: Vec::new(),
-                    timeout: std::time::Duration::from_secs(10),
-                })
-                .await?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            read.push((!text.trim().is_empty()).then(|| budget(name, text)));
-        }
-        let memory_md = read.pop().flatten();
-        let agents_md = read.pop().flatten();
+        let script = r#"cd /workspace && for f in AGENTS.md MEMORY.md; do [ -f "$f" ] && head -c "$1" -- "$f"; printf '\0'; done"#;
+        let out = ws
+            .exec(ExecSpec {
+                cmd: ["sh", "-c", script, "sh", &limit].iter().map(|s| s.to_string()).collect(),
+                stdin: Vec::new(),
+                timeout: std::time::Duration::from_secs(10),
+            })
+            .await?;
+        let mut parts = out.stdout.split(|b| *b == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+        let mut next = |name: &str| parts.next().filter(|t| !t.trim().is_empty()).map(|t| budget(name, t));
+        let agents_md = next("AGENTS.md");
+        let memory_md = next("MEMORY.md");
         Ok(Self { agents_md, memory_md, skills })
     }
 }

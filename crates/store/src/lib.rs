@@ -51,6 +51,10 @@ pub enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// SQLite has one writer: writers of this process queue here instead of
+    /// meeting `SQLITE_BUSY`, whose retry sleeps (1 ms growing to 100 ms)
+    /// would dominate latency under load.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -88,7 +92,7 @@ impl Store {
             .await
             .map_err(|e| Error::Connect(e.to_string()))?;
         MIGRATOR.run(&pool).await.map_err(|e| Error::Migrate(e.to_string()))?;
-        let store = Self { pool, engine };
+        let store = Self { pool, engine, writer: Default::default() };
         store.ensure_default_tenant().await?;
         Ok(store)
     }
@@ -109,6 +113,14 @@ impl Store {
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
+
+    /// Held around a write on SQLite (see [`Store::writer`]); nothing on PostgreSQL.
+    pub(crate) async fn writing(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writer.lock().await),
+            Engine::Postgres => None,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -124,7 +136,7 @@ impl Store {
         let pool =
             AnyPoolOptions::new().max_connections(1).connect(url).await.map_err(|e| Error::Connect(e.to_string()))?;
         let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
-        Ok(Self { pool, engine })
+        Ok(Self { pool, engine, writer: Default::default() })
     }
 
     /// Runs one statement as is.

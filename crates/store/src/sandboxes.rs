@@ -160,6 +160,7 @@ impl Store {
     /// Records a new running sandbox if its tenant is under quota, in one
     /// transaction (the tenant's counter is the lock).
     pub async fn insert_sandbox(&self, new: &NewSandbox) -> Result<SandboxRow, Error> {
+        let _w = self.writing().await;
         let mut tx = self.pool().begin().await?;
         let took = sqlx::query("UPDATE tenants SET active = active + 1 WHERE id = $1 AND active < max_sandboxes")
             .bind(&new.tenant_id)
@@ -342,6 +343,7 @@ impl Store {
     /// Marks a sandbox ended and frees its quota, once: returns false when it
     /// had already ended.
     pub async fn end_sandbox(&self, id: &str, reason: EndReason) -> Result<bool, Error> {
+        let _w = self.writing().await;
         let mut tx = self.pool().begin().await?;
         let ended = end_in(&mut tx, id, reason).await?;
         tx.commit().await?;

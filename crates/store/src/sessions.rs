@@ -165,6 +165,7 @@ impl Store {
     /// holder's has expired). `None` when another worker holds it.
     pub async fn acquire_lease(&self, session_id: &str, owner: &str, ttl_ms: i64) -> Result<Option<Lease>, Error> {
         let now = now_ms();
+        let _w = self.writing().await;
         let epoch: Option<i64> = sqlx::query_scalar(
             "UPDATE sessions SET lease_owner = $2, lease_epoch = lease_epoch + 1, lease_until_ms = $3 \
              WHERE id = $1 AND (lease_owner IS NULL OR lease_until_ms < $4) RETURNING lease_epoch",
@@ -180,6 +181,7 @@ impl Store {
 
     /// Extends a lease; [`Error::Fenced`] when it was taken over.
     pub async fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<(), Error> {
+        let _w = self.writing().await;
         let done = sqlx::query("UPDATE sessions SET lease_until_ms = $3 WHERE id = $1 AND lease_epoch = $2")
             .bind(&lease.session_id)
             .bind(lease.epoch)
@@ -194,6 +196,7 @@ impl Store {
 
     /// Gives a lease up, leaving the session in `status`.
     pub async fn release_lease(&self, lease: &Lease, status: &str) -> Result<(), Error> {
+        let _w = self.writing().await;
         let done = sqlx::query(
             "UPDATE sessions SET lease_owner = NULL, lease_until_ms = 0, status = $3, updated_ms = $4 \
              WHERE id = $1 AND lease_epoch = $2",
@@ -222,6 +225,7 @@ impl Store {
     ) -> Result<i64, Error> {
         let now = now_ms();
         let (tin, tout) = effects.tokens.unwrap_or((0, 0));
+        let _w = self.writing().await;
         let mut tx = self.pool().begin().await?;
         let seq: Option<(i64, String)> = sqlx::query_as(
             "UPDATE sessions SET next_seq = next_seq + 1, updated_ms = $3, status = COALESCE($4, status), \
@@ -315,6 +319,7 @@ impl Store {
 
     /// Records the sandbox a session works in (`None`: released).
     pub async fn set_session_sandbox(&self, lease: &Lease, sandbox_id: Option<&str>) -> Result<(), Error> {
+        let _w = self.writing().await;
         let done = sqlx::query("UPDATE sessions SET sandbox_id = $3 WHERE id = $1 AND lease_epoch = $2")
             .bind(&lease.session_id)
             .bind(lease.epoch)
