@@ -62,6 +62,21 @@ impl EgressArgs {
     }
 }
 
+/// How agent sessions are driven.
+#[derive(Debug, Args)]
+pub struct HarnessArgs {
+    /// Attempts of a model call that fails with 408/409/429/5xx or a connection error.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    model_attempts: u32,
+    /// First backoff between model call attempts, in ms (doubling, up to 30 s; `Retry-After` wins).
+    #[arg(long, default_value_t = 500)]
+    model_backoff_ms: u64,
+    /// How long a control plane's hold on an agent session lasts without renewal, in seconds
+    /// (another control plane on the same database takes the session over after it).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    session_lease_secs: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// API address.
@@ -96,6 +111,8 @@ pub struct UpArgs {
     tls: TlsArgs,
     #[command(flatten)]
     egress: EgressArgs,
+    #[command(flatten)]
+    harness: HarnessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +139,8 @@ pub struct ServerArgs {
     secret_key_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    harness: HarnessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -161,7 +180,7 @@ fn node_options(max_sandboxes: u32, max_memory: Option<u64>, egress: &EgressArgs
     })
 }
 
-fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str) -> Result<Limits> {
+fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str, h: &HarnessArgs) -> Result<Limits> {
     anyhow::ensure!(
         reins_types::net::normalize_domain(sandbox_domain).as_deref() == Some(sandbox_domain),
         "--sandbox-domain must be a lower-case DNS name, such as sandboxes.example.com"
@@ -174,6 +193,9 @@ fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str) -> Resul
         default_timeout: std::time::Duration::from_secs(default_timeout),
         max_timeout: std::time::Duration::from_secs(max_timeout),
         sandbox_domain: sandbox_domain.to_owned(),
+        model_attempts: h.model_attempts,
+        model_backoff: std::time::Duration::from_millis(h.model_backoff_ms),
+        session_lease: std::time::Duration::from_secs(h.session_lease_secs),
         ..Limits::default()
     })
 }
@@ -241,7 +263,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_listen: "127.0.0.1:0".parse()?,
         gateway_advertise: None,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness)?,
         secret_key_file: args.secret_key_file,
     })
     .await
@@ -328,7 +350,7 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_listen: args.gateway_listen,
         gateway_advertise: args.gateway_advertise,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness)?,
         secret_key_file: args.secret_key_file,
     })
     .await?;

@@ -795,3 +795,80 @@ async fn the_cli_defines_agents_pushes_skills_and_chats_with_inline_approvals() 
     assert_eq!(code, Some(0));
     svc.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_edit_read_search_clip_and_time_out_as_the_model_is_told() {
+    let model = Scripted::queue(vec![
+        tools(&[
+            ("write_file", json!({"path": "src/a.txt", "content": "one\ntwo\ntwo\nthree\n"})),
+            ("edit_file", json!({"path": "src/a.txt", "old_string": "two", "new_string": "2"})),
+            ("edit_file", json!({"path": "src/a.txt", "old_string": "four", "new_string": "4"})),
+            ("edit_file", json!({"path": "src/a.txt", "old_string": "one\n", "new_string": "1\n"})),
+            ("read_file", json!({"path": "src/a.txt", "start_line": 2, "end_line": 3})),
+            ("search", json!({"pattern": "^t(wo|hree)$", "glob": "*.txt"})),
+            ("list_files", json!({"path": "src"})),
+            ("shell", json!({"command": "seq 1 100000"})),
+            ("shell", json!({"command": "sleep 30", "timeout_secs": 1})),
+            ("memory", json!({"action": "read"})),
+        ]),
+        Reply::Text("checked".into()),
+    ])
+    .await
+    .expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &[]).await;
+    let api = svc.admin();
+    let sid = session(&api, &agent("tooler", "openai", &model.openai_url(), json!({}))).await;
+    say(&api, &sid, "exercise the tools").await;
+    wait_status(&api, &sid, "idle").await;
+    let r = receipts(&events(&api, &sid).await);
+    let out = |i: usize| r[i]["output"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(r.len(), 10);
+    assert_eq!(r[1]["outcome"], "error");
+    assert!(out(1).contains("occurs 2 times"), "{}", out(1));
+    assert!(out(2).contains("was not found"), "{}", out(2));
+    assert_eq!(
+        (r[3]["outcome"].as_str(), out(3).as_str()),
+        (Some("ok"), "replaced 1 occurrence in /workspace/src/a.txt")
+    );
+    assert_eq!(out(4), "[/workspace/src/a.txt: lines 2-3 of 4]\ntwo\ntwo\n");
+    assert!(out(5).contains("a.txt:2:two") && out(5).contains("a.txt:4:three"), "{}", out(5));
+    assert!(out(6).contains("a.txt"), "{}", out(6));
+    assert!(
+        out(7).contains("output truncated") && out(7).contains("100000") && out(7).len() < 17_000,
+        "{}",
+        out(7).len()
+    );
+    assert!(out(8).contains("timed out after 1 s"), "{}", out(8));
+    assert_eq!(out(9), "MEMORY.md is empty");
+    svc.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_an_unreachable_model_end_the_turn_with_a_reason() {
+    let model = Scripted::start(|_| tools(&[("shell", json!({"command": "true"}))]), vec![]).await.expect("model");
+    let env = Env::new();
+    let svc = env.up("a", &["--model-attempts", "2", "--model-backoff-ms", "10"]).await;
+    let api = svc.admin();
+    let sid =
+        session(&api, &agent("looper", "openai", &model.openai_url(), json!({"budgets": {"max_steps": 3}}))).await;
+    say(&api, &sid, "loop forever").await;
+    wait_status(&api, &sid, "idle").await;
+    let evs = events(&api, &sid).await;
+    let last = evs.last().expect("last");
+    assert_eq!(last["data"]["reason"], "max_steps", "{last}");
+    assert!(last["data"]["message"].as_str().expect("m").contains("3 model calls"));
+    assert_eq!(model.seen().len(), 3);
+
+    let gone = agent("gone", "openai", "http://127.0.0.1:9/v1", json!({}));
+    let sid = session(&api, &gone).await;
+    say(&api, &sid, "anyone there?").await;
+    wait_status(&api, &sid, "idle").await;
+    let evs = events(&api, &sid).await;
+    let err = evs.iter().find(|e| e["kind"] == "error").expect("error");
+    assert_eq!(err["data"]["code"], "model_unreachable", "{err}");
+    assert!(err["data"]["message"].as_str().expect("m").contains("127.0.0.1:9"), "{err}");
+    assert_eq!(kinds(&evs).iter().filter(|k| *k == "model_request").count(), 1, "retries are inside one request event");
+    say(&api, &sid, "still usable").await; // the session takes messages again
+    svc.terminate().await;
+}
