@@ -33,7 +33,7 @@ pub struct AgentBench {
     #[arg(long, default_value_t = 200)]
     sessions: usize,
     /// Tool steps per session in the concurrent test.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     session_steps: usize,
     /// The model's answer time in the concurrent test, in ms.
     #[arg(long, default_value_t = 100)]
