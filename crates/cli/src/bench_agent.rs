@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bench::progress;
-use crate::bench_api::LocalService;
+use crate::bench_api::{Client, LocalService};
 use crate::stats::Summary;
 
 #[derive(Debug, Args)]
@@ -108,25 +108,12 @@ fn overheads(seen: &[Seen]) -> Vec<f64> {
     out
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    key: String,
-}
+/// The API, with the few calls this bench makes.
+struct Api(Client);
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.key);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if !status.is_success() {
-            bail!("{status}: {}", String::from_utf8_lossy(&bytes));
-        }
-        Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? })
+        self.0.call(method, path, body).await
     }
 
     async fn agent(&self, name: &str, url: &str, max_steps: usize) -> Result<String> {
@@ -147,8 +134,8 @@ impl Api {
     /// Follows the session's event stream until its turn ends; the end reason.
     async fn finished(&self, sid: &str) -> Result<String> {
         use futures_util::StreamExt;
-        let url = format!("{}/v1/sessions/{sid}/events/stream", self.url);
-        let resp = self.http.get(url).bearer_auth(&self.key).send().await?;
+        let url = format!("{}/v1/sessions/{sid}/events/stream", self.0.url);
+        let resp = self.0.http.get(url).bearer_auth(&self.0.key).send().await?;
         if !resp.status().is_success() {
             bail!("event stream: {}", resp.status());
         }
@@ -169,7 +156,7 @@ impl Api {
 pub async fn run(data_dir: &Path, args: AgentBench) -> Result<u8> {
     let limits = Limits { max_body: 1 << 20, ..Limits::default() };
     let svc = LocalService::start(data_dir, "bench-agent", limits).await?;
-    let api = Arc::new(Api { http: reqwest::Client::new(), url: svc.url.clone(), key: svc.key.clone() });
+    let api = Arc::new(Api(Client { http: reqwest::Client::new(), url: svc.url.clone(), key: svc.key.clone() }));
     let result = measure(&api, &args).await;
     svc.stop().await;
     let report = result?;

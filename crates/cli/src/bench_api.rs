@@ -63,14 +63,15 @@ struct Report {
     errors: u64,
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    key: String,
+/// An API client for the benchmarks.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub key: String,
 }
 
 impl Client {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
         let mut r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(&self.key);
         if let Some(b) = body {
             r = r.json(&b);

@@ -135,19 +135,7 @@ impl Store {
     /// Deletes an agent with its sessions and their logs, in one transaction.
     pub async fn delete_agent(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
         let mut tx = self.pool().begin().await?;
-        let sessions = "SELECT id FROM sessions WHERE tenant_id = $1 AND agent_id = $2";
-        for table in ["session_events", "session_messages"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE session_id IN ({sessions})"))
-                .bind(tenant_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM sessions WHERE tenant_id = $1 AND agent_id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        crate::sessions::delete_sessions_in(&mut tx, tenant_id, "agent_id", id).await?;
         let done = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)

@@ -12,6 +12,30 @@ use sqlx::Row;
 
 use crate::{new_id, now_ms, Error, Store};
 
+/// Deletes a tenant's sessions whose `column` (`id` or `agent_id`) is
+/// `value`, with their logs and idempotency keys, in `tx`; how many went.
+pub(crate) async fn delete_sessions_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+    column: &'static str,
+    value: &str,
+) -> Result<u64, Error> {
+    let which = format!("SELECT id FROM sessions WHERE tenant_id = $1 AND {column} = $2");
+    for table in ["session_events", "session_messages"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE session_id IN ({which})"))
+            .bind(tenant_id)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let done = sqlx::query(&format!("DELETE FROM sessions WHERE tenant_id = $1 AND {column} = $2"))
+        .bind(tenant_id)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// A session's head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionRow {
@@ -140,21 +164,7 @@ impl Store {
     /// Deletes a session and its log.
     pub async fn delete_session(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
         let mut tx = self.pool().begin().await?;
-        for table in ["session_events", "session_messages"] {
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE session_id IN (SELECT id FROM sessions WHERE tenant_id = $1 AND id = $2)"
-            ))
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let done = sqlx::query("DELETE FROM sessions WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
+        if delete_sessions_in(&mut tx, tenant_id, "id", id).await? == 0 {
             return Err(Error::NotFound);
         }
         tx.commit().await?;

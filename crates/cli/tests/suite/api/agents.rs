@@ -10,7 +10,15 @@ use reins_harness::scripted::{Reply, Scripted, Seen};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{assert_error, Api, Env, Service};
+use super::{assert_error, cli, Api, Env, Service};
+
+/// A fresh `reins up` of the test's own, and its admin API.
+async fn up(extra: &[&str]) -> (Env, Service, Api) {
+    let env = Env::new();
+    let svc = env.up("a", extra).await;
+    let api = svc.admin();
+    (env, svc, api)
+}
 
 fn tools(calls: &[(&str, Value)]) -> Reply {
     Reply::Tools(calls.iter().map(|(n, a)| (n.to_string(), a.to_string())).collect())
@@ -124,9 +132,7 @@ async fn an_agent_works_in_its_sandbox_and_its_files_and_memory_outlive_the_sand
     )
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     api.ok(Method::PUT, "/v1/secrets/llm", Some(json!({"value": "sk-test-123", "hosts": ["localhost"]}))).await;
     let spec = agent("writer", "openai", &model.openai_url(), json!({}));
     let mut spec_with_key = spec.clone();
@@ -211,9 +217,7 @@ async fn an_anthropic_agent_gets_its_tool_results_as_blocks() {
     ])
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     api.ok(
         Method::PUT,
         "/v1/secrets/claude",
@@ -251,9 +255,7 @@ async fn approvals_park_the_session_without_a_sandbox_and_record_the_approver() 
     ])
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let policy = json!({"approvals": {"shell": {"default": "allow", "rules": [
         {"match": "git push*", "action": "ask"}, {"match": "rm -rf /*", "action": "deny"}]}}});
     let sid = session(&api, &agent("careful", "openai", &model.openai_url(), policy)).await;
@@ -327,9 +329,7 @@ async fn idempotency_cancel_retries_and_bad_input_keep_the_session_usable() {
     )
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let sid = session(&api, &agent("robust", "openai", &model.openai_url(), json!({}))).await;
     let msg = |key: &str| json!({"content": "hello", "idempotency_key": key});
 
@@ -565,9 +565,7 @@ async fn skills_are_versioned_mounted_read_only_and_described_in_context() {
     ])
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let put = |name: &str, body: Vec<u8>| api.req(Method::PUT, &format!("/v1/skills/{name}")).body(body).send();
     let skill_md = "---\nname: greet\ndescription: says hello politely\n---\nRun hello.sh.\n";
     let r = put("greet", bundle(&[("SKILL.md", skill_md), ("hello.sh", "echo hello\n")])).await.expect("put");
@@ -614,9 +612,7 @@ async fn long_histories_are_compacted_and_the_log_keeps_everything() {
     )
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let spec = agent("compact", "openai", &model.openai_url(), json!({"budgets": {"context_tokens": 1000}}));
     let sid = session(&api, &spec).await;
     let long = "llamas ".repeat(1000);
@@ -691,9 +687,7 @@ async fn the_event_stream_has_deltas_and_resumes_from_the_last_event_id() {
     ])
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let sid = session(&api, &agent("streamer", "openai", &model.openai_url(), json!({}))).await;
     let path = format!("/v1/sessions/{sid}/events/stream");
     let follower = {
@@ -720,26 +714,6 @@ async fn the_event_stream_has_deltas_and_resumes_from_the_last_event_id() {
     assert_eq!(first.0.as_deref().and_then(|i| i.parse::<i64>().ok()), receipt.parse::<i64>().ok().map(|r| r + 1));
     assert_eq!(first.2["seq"].as_i64(), receipt.parse::<i64>().ok().map(|r| r + 1));
     svc.terminate().await;
-}
-
-/// Runs the `reins` CLI against this test's `reins up` (through the config it wrote).
-async fn cli(env: &Env, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut c = tokio::process::Command::new(crate::suite::reins_bin());
-    c.args(args)
-        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
-        .env_remove("REINS_URL")
-        .env_remove("REINS_API_KEY")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("reins");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).await.expect("stdin");
-    drop(input);
-    let o =
-        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("in time").expect("reins");
-    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,9 +789,7 @@ async fn tools_edit_read_search_clip_and_time_out_as_the_model_is_told() {
     ])
     .await
     .expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &[]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&[]).await;
     let sid = session(&api, &agent("tooler", "openai", &model.openai_url(), json!({}))).await;
     say(&api, &sid, "exercise the tools").await;
     wait_status(&api, &sid, "idle").await;
@@ -847,9 +819,7 @@ async fn tools_edit_read_search_clip_and_time_out_as_the_model_is_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_and_an_unreachable_model_end_the_turn_with_a_reason() {
     let model = Scripted::start(|_| tools(&[("shell", json!({"command": "true"}))]), vec![]).await.expect("model");
-    let env = Env::new();
-    let svc = env.up("a", &["--model-attempts", "2", "--model-backoff-ms", "10"]).await;
-    let api = svc.admin();
+    let (_env, svc, api) = up(&["--model-attempts", "2", "--model-backoff-ms", "10"]).await;
     let sid =
         session(&api, &agent("looper", "openai", &model.openai_url(), json!({"budgets": {"max_steps": 3}}))).await;
     say(&api, &sid, "loop forever").await;

@@ -249,3 +249,23 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(got.1["code"], code, "body: {}", got.1);
     assert!(got.1["message"].as_str().is_some_and(|m| !m.is_empty()), "message missing: {}", got.1);
 }
+
+/// Runs the `reins` CLI against this test's `reins up` (through the config it wrote).
+async fn cli(env: &Env, args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::process::Command::new(crate::suite::reins_bin());
+    c.args(args)
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env_remove("REINS_URL")
+        .env_remove("REINS_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("reins");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.expect("stdin");
+    drop(input);
+    let o =
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("in time").expect("reins");
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::upstream::Upstream;
-use super::{assert_error, Api, Env, Service};
+use super::{assert_error, cli, Api, Env, Service};
 
 const RESOLVE: [&str; 6] =
     ["--resolve", "web.test=127.0.0.1", "--resolve", "api.test=127.0.0.1", "--resolve", "evil.test=10.1.2.3"];
@@ -327,56 +327,32 @@ async fn the_cli_sets_policies_and_secrets_and_shows_the_log() {
     let env = Env::new();
     let _up = up(&env, &[]).await;
     let web = Upstream::http().await;
-    let run = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
-        let mut c = std::process::Command::new(crate::suite::reins_bin());
-        c.args(args)
-            .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
-            .env_remove("REINS_URL")
-            .env_remove("REINS_API_KEY")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("reins");
-        if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-        }
-        drop(child.stdin.take());
-        let o = child.wait_with_output().expect("reins");
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
-    let (code, out, err) = run(
-        &["secret", "set", "tok", "--host", "api.test", "--header", "x-api-key", "--format", "{secret}"],
-        Some("s3cr3t-value\n"),
-    );
+    let args = ["secret", "set", "tok", "--host", "api.test", "--header", "x-api-key", "--format", "{secret}"];
+    let (code, out, err) = cli(&env, &args, "s3cr3t-value\n").await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.starts_with("tok → api.test (x-api-key)"), "{out}");
-    let (_, out, _) = run(&["secret", "ls", "--json"], None);
+    let (_, out, _) = cli(&env, &["secret", "ls", "--json"], "").await;
     assert!(out.contains("\"tok\"") && !out.contains("s3cr3t-value"), "{out}");
 
     let (code, id, err) =
-        run(&["sandbox", "create", "--allow", "web.test", "--allow", "127.0.0.1", "--secret", "tok"], None);
+        cli(&env, &["sandbox", "create", "--allow", "web.test", "--allow", "127.0.0.1", "--secret", "tok"], "").await;
     assert_eq!(code, Some(0), "{err}");
     let id = id.trim().to_owned();
     let url = format!("http://web.test:{}/cli", web.port);
-    let (code, out, err) = run(&["sandbox", "exec", &id, "--", "curl", "-sS", &url], None);
+    let (code, out, err) = cli(&env, &["sandbox", "exec", &id, "--", "curl", "-sS", &url], "").await;
     assert_eq!((code, out.as_str()), (Some(0), "upstream-ok /cli\n"), "{err}");
-    let (code, out, _) = run(&["sandbox", "network", &id, "--network", "none"], None);
+    let (code, out, _) = cli(&env, &["sandbox", "network", &id, "--network", "none"], "").await;
     assert_eq!(code, Some(0));
     assert!(out.starts_with("mode:    none"), "{out}");
-    let (_, out, _) = run(&["sandbox", "exec", &id, "--", "curl", "-sS", &url], None);
+    let (_, out, _) = cli(&env, &["sandbox", "exec", &id, "--", "curl", "-sS", &url], "").await;
     assert!(out.contains("no network"), "{out}");
-    let (code, out, _) = run(&["sandbox", "logs", &id, "--network", "--json"], None);
+    let (code, out, _) = cli(&env, &["sandbox", "logs", &id, "--network", "--json"], "").await;
     assert_eq!(code, Some(0));
     let events: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
     let decisions: Vec<bool> = events.iter().map(|e| e["allowed"].as_bool().expect("allowed")).collect();
     assert_eq!(decisions, vec![true, false], "{out}");
     assert!(events.iter().all(|e| e["sandbox"] == id.as_str()));
-    let (code, _, err) = run(&["sandbox", "network", &id, "--allow", "x.com:0"], None);
+    let (code, _, err) = cli(&env, &["sandbox", "network", &id, "--allow", "x.com:0"], "").await;
     assert_ne!(code, Some(0));
     assert!(err.contains("invalid network rule `x.com:0`"), "{err}");
 }
