@@ -154,9 +154,8 @@ impl Api {
 }
 
 pub async fn run(data_dir: &Path, args: AgentBench) -> Result<u8> {
-    let limits = Limits { max_body: 1 << 20, ..Limits::default() };
-    let svc = LocalService::start(data_dir, "bench-agent", limits).await?;
-    let api = Arc::new(Api(Client { http: reqwest::Client::new(), url: svc.url.clone(), key: svc.key.clone() }));
+    let svc = LocalService::start(data_dir, "bench-agent", Limits::default()).await?;
+    let api = Arc::new(Api(svc.client()));
     let result = measure(&api, &args).await;
     svc.stop().await;
     let report = result?;

@@ -160,6 +160,11 @@ impl LocalService {
         Ok(Self { server, local, url, key, dir })
     }
 
+    /// A client with the admin key.
+    pub fn client(&self) -> Client {
+        Client { http: reqwest::Client::new(), url: self.url.clone(), key: self.key.clone() }
+    }
+
     pub async fn stop(self) {
         self.local.stop().await;
         self.server.shutdown().await;
@@ -169,7 +174,7 @@ impl LocalService {
 
 pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
     let svc = LocalService::start(data_dir, "bench-api", Limits::default()).await?;
-    let client = Arc::new(Client { http: reqwest::Client::new(), url: svc.url.clone(), key: svc.key.clone() });
+    let client = Arc::new(svc.client());
     let result = measure(&client, svc.local.node.runtime(), &args).await;
     svc.stop().await;
     let report = result?;
