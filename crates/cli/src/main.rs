@@ -59,7 +59,7 @@ enum Command {
     /// Agent sessions: transcripts and approvals.
     #[command(subcommand)]
     Session(cmd::agent::SessionCmd),
-    /// Skill bundles agents mount read-only at /skills/<name>.
+    /// Skill bundles agents mount read-only at /skills/NAME.
     #[command(subcommand)]
     Skill(cmd::agent::SkillCmd),
     /// Run a command in a fresh sandbox and remove the sandbox afterwards.

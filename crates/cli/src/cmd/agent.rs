@@ -47,7 +47,7 @@ pub struct CreateArgs {
     /// `openai` (any OpenAI-compatible endpoint) or `anthropic`.
     #[arg(long, default_value = "openai", value_parser = ["openai", "anthropic"])]
     provider: String,
-    /// Such as https://api.openai.com/v1 or http://localhost:11434/v1 (Ollama).
+    /// Such as `https://api.openai.com/v1`, or `http://localhost:11434/v1` for Ollama.
     #[arg(long)]
     base_url: Option<String>,
     /// The model's name at the provider.

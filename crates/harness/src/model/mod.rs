@@ -5,6 +5,7 @@
 //! failures are retried with exponential backoff, honouring `Retry-After`.
 
 mod anthropic;
+pub mod guard;
 mod openai;
 pub mod sse;
 

@@ -47,6 +47,7 @@ impl Harness {
     pub fn new(instance: String, lease_ttl: Duration, retry: reins_harness::model::Retry) -> Self {
         let boot = reins_store::new_id("boot");
         let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(reins_harness::model::guard::GuardedResolver))
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(300))
             .build()

@@ -25,7 +25,12 @@ pub fn validate(spec: &AgentSpec) -> Result<(), ApiError> {
         return bad(format!("unknown model provider `{}`: use `openai` or `anthropic`", spec.model.provider));
     }
     match reqwest::Url::parse(&spec.model.base_url) {
-        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => {}
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host_str().is_some() => {
+            let literal = u.host_str().unwrap_or_default().trim_matches(['[', ']']).parse::<std::net::IpAddr>();
+            if literal.is_ok_and(reins_harness::model::guard::forbidden) {
+                return bad("model base_url is a link-local address (such as the metadata service): refused".into());
+            }
+        }
         _ => return bad(format!("model base_url {:?} must be an http(s) URL", spec.model.base_url)),
     }
     if spec.model.name.trim().is_empty() || spec.model.name.len() > 256 {

@@ -388,6 +388,8 @@ async fn idempotency_cancel_retries_and_bad_input_keep_the_session_usable() {
     let cases = [
         (agent("x1", "gemini", &url, json!({})), "unknown model provider"),
         (agent("x2", "openai", "ftp://nowhere", json!({})), "must be an http(s) URL"),
+        (agent("x7", "openai", "http://169.254.169.254/v1", json!({})), "link-local"),
+        (agent("x8", "openai", "http://[fe80::1]:80/v1", json!({})), "link-local"),
         (agent("x3", "openai", &url, json!({"tools": ["shell", "teleport"]})), "unknown tool `teleport`"),
         (agent("x4", "openai", &url, json!({"skills": ["missing"]})), "skill `missing` does not exist"),
         (agent("x5", "openai", &url, json!({"approvals": {"shell": {"default": "maybe"}}})), "use allow, ask or deny"),
