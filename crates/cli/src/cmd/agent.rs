@@ -401,7 +401,7 @@ pub async fn skill(cmd: SkillCmd) -> Result<u8> {
             let s: Skill = c
                 .json(
                     c.request(Method::PUT, &format!("/v1/skills/{name}"))
-                        .header("content-type", "application/x-tar")
+                        .header("content-type", "application/octet-stream")
                         .body(body),
                 )
                 .await?;

@@ -27,7 +27,7 @@ fn view(r: SkillRow) -> Skill {
 }
 
 #[utoipa::path(put, path = "/v1/skills/{name}", tag = "skills", params(("name" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "A tar archive of the skill's folder, SKILL.md at its top"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar archive of the skill's folder, SKILL.md at its top"),
     responses((status = 201, body = Skill), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn put(
