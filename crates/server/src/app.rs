@@ -67,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(system::openapi));
     Router::new()
         .nest("/v1", v1)
+        .merge(crate::e2b::router())
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
@@ -77,5 +78,6 @@ pub fn router(app: Arc<App>) -> Router {
         })
         .layer(DefaultBodyLimit::max(app.limits.max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), crate::ingress::by_host))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), crate::e2b::by_header))
         .with_state(app)
 }

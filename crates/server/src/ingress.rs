@@ -46,8 +46,8 @@ pub struct Access {
 
 /// What a request is checked against.
 #[derive(Debug)]
-struct Entry {
-    node: String,
+pub struct Entry {
+    pub node: String,
     token_hash: String,
     public: Vec<u16>,
 }
@@ -68,6 +68,15 @@ pub fn new_access(app: &App, tenant: &str, id: &str) -> Result<(String, String),
     let sealed = app.sealing.seal(tenant, &format!("sandbox/{id}"), &token).map_err(ApiError::internal)?;
     let json = serde_json::to_string(&Access { token: sealed, public: Vec::new() }).map_err(ApiError::internal)?;
     Ok((token, json))
+}
+
+/// A sandbox's access token, opened (E2B clients get it again at connect).
+pub fn access_token(app: &App, row: &reins_store::SandboxRow) -> Result<String, ApiError> {
+    let access: Access = serde_json::from_str(&row.access).unwrap_or_default();
+    if access.token.is_empty() {
+        return Ok(String::new());
+    }
+    app.sealing.open(&row.tenant_id, &format!("sandbox/{}", row.id), &access.token).map_err(ApiError::internal)
 }
 
 async fn entry(app: &App, id: &str) -> Result<Arc<Entry>, ApiError> {
@@ -101,7 +110,7 @@ fn hidden() -> ApiError {
     ApiError::not_found("sandbox")
 }
 
-async fn authorize(app: &App, id: &str, port: u16, headers: &HeaderMap) -> Result<Arc<Entry>, ApiError> {
+pub async fn authorize(app: &App, id: &str, port: u16, headers: &HeaderMap) -> Result<Arc<Entry>, ApiError> {
     let e = entry(app, id).await?;
     if e.public.contains(&port) {
         return Ok(e);
@@ -272,6 +281,9 @@ pub async fn by_host(State(app): Shared, req: Request, next: axum::middleware::N
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
     if let Some((port, id)) = host.and_then(|h| parse_host(h, &app.limits.sandbox_domain)) {
         let id = id.to_owned();
+        if port == crate::e2b::envd::ENVD_PORT {
+            return crate::e2b::envd::serve(&app, &id, req).await;
+        }
         let path = req.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
         return forward(&app, &id, port, path, req).await;
     }

@@ -10,6 +10,7 @@
 mod agents;
 mod app;
 mod auth;
+mod e2b;
 mod error;
 mod gateway;
 mod ingress;
