@@ -1,0 +1,151 @@
+"""The E2B Python SDK against Reins: the contract of Reins' E2B compatibility.
+
+Run by scripts/test-e2b, which starts `reins up` and sets E2B_API_KEY,
+E2B_API_URL and E2B_SANDBOX_URL, the only settings an E2B program changes.
+Features Reins does not serve yet are listed in docs/e2b.md, not here.
+"""
+
+import os
+import time
+
+import pytest
+import json
+import urllib.error
+import urllib.request
+
+from e2b import Sandbox, SandboxQuery
+from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+from e2b.sandbox.commands.command_handle import CommandExitException
+
+
+@pytest.fixture
+def sandbox():
+    sb = Sandbox.create(timeout=120)
+    yield sb
+    sb.kill()
+
+
+def test_create_with_metadata_envs_and_timeout():
+    sb = Sandbox.create(metadata={"suite": "e2b", "case": "create"}, envs={"GREETING": "hello"}, timeout=90)
+    try:
+        info = sb.get_info()
+        assert info.sandbox_id == sb.sandbox_id and "-" not in sb.sandbox_id
+        assert info.metadata == {"suite": "e2b", "case": "create"}
+        assert info.template_id == "base"
+        left = (info.end_at - info.started_at).total_seconds()
+        assert 85 <= left <= 95, left
+        assert sb.commands.run("echo $GREETING").stdout == "hello\n"
+    finally:
+        sb.kill()
+
+
+def test_run_in_the_foreground_as_user_with_cwd_and_envs(sandbox):
+    r = sandbox.commands.run("echo out; echo err >&2; whoami; pwd; echo $X", envs={"X": "1"})
+    assert (r.exit_code, r.stderr) == (0, "err\n")
+    assert r.stdout == "out\nuser\n/home/user\n1\n"
+    assert sandbox.commands.run("pwd", cwd="/tmp").stdout == "/tmp\n"
+    assert sandbox.commands.run("whoami", user="root").stdout == "root\n"
+
+
+def test_a_non_zero_exit_raises_the_sdk_exception(sandbox):
+    with pytest.raises(CommandExitException) as e:
+        sandbox.commands.run("echo partial; exit 7")
+    assert e.value.exit_code == 7 and e.value.stdout == "partial\n"
+
+
+def test_streaming_callbacks_and_login_shell(sandbox):
+    out, err = [], []
+    r = sandbox.commands.run("for i in 1 2 3; do echo $i; sleep 0.05; done; echo e >&2", on_stdout=out.append, on_stderr=err.append)
+    assert "".join(out) == "1\n2\n3\n" and "".join(err) == "e\n" and r.exit_code == 0
+    assert sandbox.commands.run("shopt -q login_shell && echo login").stdout == "login\n", "run as bash -l -c"
+
+
+def test_background_commands_take_stdin_and_can_be_killed(sandbox):
+    h = sandbox.commands.run("read line; echo got $line", background=True, stdin=True)
+    sandbox.commands.send_stdin(h.pid, "abc\n")
+    assert h.wait().stdout == "got abc\n"
+    sleeper = sandbox.commands.run("sleep 60", background=True)
+    assert sleeper.kill() is True
+    with pytest.raises(CommandExitException):
+        sleeper.wait()
+
+
+def test_files_written_by_commands_survive_pause_and_connect():
+    sb = Sandbox.create(timeout=120)
+    try:
+        sb.commands.run("echo kept > /home/user/state.txt")
+        assert sb.pause() is True
+        assert Sandbox.get_info(sb.sandbox_id).state.value == "paused"
+        again = Sandbox.connect(sb.sandbox_id, timeout=120)
+        assert again.get_info().state.value == "running"
+        assert again.commands.run("cat /home/user/state.txt").stdout == "kept\n"
+    finally:
+        sb.kill()
+
+
+def test_list_filters_by_metadata_and_pages():
+    tag = f"list-{os.getpid()}-{time.time_ns()}"
+    made = [Sandbox.create(metadata={"tag": tag}, timeout=120) for _ in range(3)]
+    try:
+        pager = Sandbox.list(query=SandboxQuery(metadata={"tag": tag}), limit=2)
+        first = pager.next_items()
+        assert len(first) == 2 and pager.has_next
+        rest = pager.next_items()
+        assert len(rest) == 1 and not pager.has_next
+        assert {s.sandbox_id for s in first + rest} == {s.sandbox_id for s in made}
+        assert all(s.metadata == {"tag": tag} for s in first + rest)
+    finally:
+        for s in made:
+            s.kill()
+
+
+def test_set_timeout_and_expiry():
+    sb = Sandbox.create(timeout=120)
+    sb.set_timeout(2)
+    time.sleep(4)
+    with pytest.raises(NotFoundException):
+        Sandbox.get_info(sb.sandbox_id)
+    assert sb.kill() is False, "already gone"
+
+
+def test_kill_and_unknown_sandboxes():
+    sb = Sandbox.create(timeout=60)
+    assert sb.kill() is True
+    assert Sandbox.kill(sb.sandbox_id) is False
+    with pytest.raises(NotFoundException):
+        Sandbox.connect("nosuchsandbox0000000")
+    with pytest.raises(NotFoundException):
+        Sandbox.get_info("nosuchsandbox0000000")
+
+
+def test_a_wrong_key_is_an_authentication_error():
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(api_key="reins_wrong_key_wrong_key_wrong_key_wrong_key_")
+    with pytest.raises(AuthenticationException):
+        Sandbox.list(api_key="reins_wrong_key_wrong_key_wrong_key_wrong_key_").next_items()
+
+
+def envd_start(sandbox_id, token, command):
+    """A raw Connect call of process.Process/Start, as the SDK makes it."""
+    msg = json.dumps({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", command]}, "stdin": False}).encode()
+    body = b"\x00" + len(msg).to_bytes(4, "big") + msg
+    req = urllib.request.Request(
+        os.environ["E2B_SANDBOX_URL"] + "/process.Process/Start",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/connect+json", "Connect-Protocol-Version": "1",
+                 "X-Access-Token": token, "E2b-Sandbox-Id": sandbox_id, "E2b-Sandbox-Port": "49983"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_a_wrong_access_token_is_refused_and_the_sandbox_keeps_working(sandbox):
+    status, body = envd_start(sandbox.sandbox_id, "sbt_forged", "echo no")
+    assert status == 404 and json.loads(body)["code"] == "not_found", (status, body)
+    status, body = envd_start(sandbox.sandbox_id, "", "echo no")
+    assert status == 401 and json.loads(body)["code"] == "unauthenticated", (status, body)
+    assert sandbox.commands.run("echo still fine").stdout == "still fine\n"
