@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 
 from e2b import Sandbox, SandboxQuery
-from e2b.exceptions import AuthenticationException, NotFoundException, SandboxException
+from e2b.exceptions import AuthenticationException, FileNotFoundException, NotFoundException
+from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 from e2b.sandbox.commands.command_handle import CommandExitException
 
 
@@ -70,6 +71,30 @@ def test_background_commands_take_stdin_and_can_be_killed(sandbox):
         sleeper.wait()
 
 
+def test_files_write_read_list_stat_move_remove(sandbox):
+    info = sandbox.files.write("/home/user/notes/a.txt", "hello")
+    assert (info.path, info.name) == ("/home/user/notes/a.txt", "a.txt"), "parents are made"
+    batch = sandbox.files.write_files([WriteEntry(path="b.txt", data="B"), WriteEntry(path="/tmp/c.bin", data=b"\x00\xff")])
+    assert [w.path for w in batch] == ["/home/user/b.txt", "/tmp/c.bin"], "relative paths start at the home"
+    assert sandbox.files.read("notes/a.txt") == "hello"
+    assert bytes(sandbox.files.read("/tmp/c.bin", format="bytes")) == b"\x00\xff"
+    names = {(e.name, e.type) for e in sandbox.files.list("/home/user")}
+    assert {("notes", FileType.DIR), ("b.txt", FileType.FILE)} <= names, names
+    assert sandbox.files.exists("b.txt") and not sandbox.files.exists("nope.txt")
+    st = sandbox.files.get_info("notes/a.txt")
+    assert (st.size, st.type, st.permissions, st.owner) == (5, FileType.FILE, "-rw-r--r--", "user")
+    assert sandbox.files.make_dir("made/deep") is True and sandbox.files.make_dir("made/deep") is False
+    moved = sandbox.files.rename("b.txt", "made/b2.txt")
+    assert moved.path == "/home/user/made/b2.txt"
+    assert sandbox.commands.run("cat made/b2.txt").stdout == "B", "files and commands see the same tree"
+    sandbox.files.remove("made")
+    assert not sandbox.files.exists("made/b2.txt")
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.read("missing.txt")
+    with pytest.raises(FileNotFoundException):
+        sandbox.files.get_info("missing.txt")
+
+
 def test_files_written_by_commands_survive_pause_and_connect():
     sb = Sandbox.create(timeout=120)
     try:
@@ -79,6 +104,7 @@ def test_files_written_by_commands_survive_pause_and_connect():
         again = Sandbox.connect(sb.sandbox_id, timeout=120)
         assert again.get_info().state.value == "running"
         assert again.commands.run("cat /home/user/state.txt").stdout == "kept\n"
+        assert again.files.read("state.txt") == "kept\n"
     finally:
         sb.kill()
 

@@ -18,6 +18,7 @@ pub const MAX_MESSAGE: usize = 16 << 20;
 pub enum Code {
     InvalidArgument,
     NotFound,
+    AlreadyExists,
     PermissionDenied,
     ResourceExhausted,
     FailedPrecondition,
@@ -32,6 +33,7 @@ impl Code {
         match self {
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
             Self::PermissionDenied => "permission_denied",
             Self::ResourceExhausted => "resource_exhausted",
             Self::FailedPrecondition => "failed_precondition",
@@ -47,6 +49,7 @@ impl Code {
             Self::Internal => 500,
             Self::InvalidArgument | Self::FailedPrecondition => 400,
             Self::NotFound => 404,
+            Self::AlreadyExists => 409,
             Self::PermissionDenied => 403,
             Self::ResourceExhausted => 429,
             Self::Unimplemented => 501,

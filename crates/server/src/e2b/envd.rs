@@ -4,8 +4,9 @@
 //! `process.Process` over the node's exec streams, and `/health`.
 //! The sandbox's access token (`X-Access-Token`) is required.
 //!
-//! Not yet served (answered `unimplemented`): the `filesystem.Filesystem`
-//! service, `/files`, `Process/List`, `Process/Connect`, `Process/StreamInput`.
+//! Files are in [`super::files`]. Not yet served (answered `unimplemented`):
+//! `Process/List`, `Process/Connect`, `Process/StreamInput`, the
+//! filesystem watchers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,15 +28,15 @@ use crate::state::App;
 
 /// envd's port: requests for it are envd's; other ports are the sandbox's own.
 pub const ENVD_PORT: u16 = 49983;
-/// Largest request body of an RPC.
-const MAX_BODY: usize = 4 << 20;
+/// Largest request body (an RPC, or a `/files` upload held in memory).
+const MAX_BODY: usize = 256 << 20;
 
 fn unary_error(e: &ConnectError) -> Response {
     let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(e.json())).into_response()
 }
 
-fn from_api(e: crate::error::ApiError) -> ConnectError {
+pub(super) fn from_api(e: crate::error::ApiError) -> ConnectError {
     let code = match e.status.as_u16() {
         400 | 422 => Code::InvalidArgument,
         401 => Code::Unauthenticated,
@@ -59,11 +60,16 @@ pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
     if path == "/health" {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let ctx =
+        Ctx { app: Arc::clone(app), id: id.to_owned(), node: entry.node.clone(), user_root: is_root(req.headers()) };
+    let query: super::files::FilesQuery =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or_default()).unwrap_or_default();
+    if path == "/files" && req.method() == Method::GET {
+        return ctx.read(query).await;
+    }
     if req.method() != Method::POST {
         return unary_error(&ConnectError::new(Code::Unimplemented, format!("{} {path} is not served", req.method())));
     }
-    let ctx =
-        Ctx { app: Arc::clone(app), id: id.to_owned(), node: entry.node.clone(), user_root: is_root(req.headers()) };
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
@@ -80,6 +86,10 @@ pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
         "/process.Process/SendSignal" => unary(ctx.send_signal(&body).await),
         "/process.Process/CloseStdin" => unary(ctx.close_stdin(&body).await),
         "/process.Process/Update" => unary(ctx.update(&body).await),
+        "/files" => ctx.write(query, &headers, body).await,
+        p if p.starts_with("/filesystem.Filesystem/") => {
+            unary(ctx.filesystem(p.trim_start_matches("/filesystem.Filesystem/"), &body).await)
+        }
         other => unary_error(&ConnectError::new(
             Code::Unimplemented,
             format!("{} is not served by Reins yet", other.trim_start_matches('/')),
@@ -169,11 +179,12 @@ struct UpdateRequest {
     pty: Option<Pty>,
 }
 
-struct Ctx {
-    app: Arc<App>,
-    id: String,
-    node: String,
-    user_root: bool,
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub(super) app: Arc<App>,
+    pub(super) id: String,
+    pub(super) node: String,
+    pub(super) user_root: bool,
 }
 
 /// The deadline a Connect client gave, if any.

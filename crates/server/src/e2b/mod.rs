@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod envd;
+pub mod files;
 pub mod rest;
 
 use std::sync::Arc;
