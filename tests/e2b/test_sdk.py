@@ -13,7 +13,7 @@ import json
 import urllib.error
 import urllib.request
 
-from e2b import Sandbox, SandboxQuery
+from e2b import PtySize, Sandbox, SandboxQuery
 from e2b.exceptions import AuthenticationException, FileNotFoundException, NotFoundException
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
 from e2b.sandbox.commands.command_handle import CommandExitException
@@ -69,6 +69,18 @@ def test_background_commands_take_stdin_and_can_be_killed(sandbox):
     assert sleeper.kill() is True
     with pytest.raises(CommandExitException):
         sleeper.wait()
+
+
+def test_pty_create_resize_input_and_kill(sandbox):
+    h = sandbox.pty.create(PtySize(rows=24, cols=80), timeout=30)
+    sandbox.pty.resize(h.pid, PtySize(rows=30, cols=100))
+    sandbox.pty.send_stdin(h.pid, b"stty size; tty; exit 0\n")
+    out = bytearray()
+    h.wait(on_pty=out.extend)
+    text = out.decode(errors="replace")
+    assert "30 100" in text and "/dev/pts/" in text, text
+    other = sandbox.pty.create(PtySize(rows=24, cols=80), timeout=30)
+    assert sandbox.pty.kill(other.pid) is True
 
 
 def test_files_write_read_list_stat_move_remove(sandbox):

@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod cluster;
+mod e2b;
 mod ingress;
 mod input;
 mod interactive;
