@@ -107,6 +107,23 @@ def test_files_write_read_list_stat_move_remove(sandbox):
         sandbox.files.get_info("missing.txt")
 
 
+def test_watch_dir_reports_changes(sandbox):
+    sandbox.files.make_dir("watched")
+    handle = sandbox.files.watch_dir("watched")
+    try:
+        sandbox.files.write("watched/new.txt", "x")
+        sandbox.commands.run("rm watched/new.txt")
+        seen = []
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(e.name == "new.txt" and e.type.name == "REMOVE" for e in seen):
+            seen += handle.get_new_events()
+            time.sleep(0.1)
+        kinds = [e.type.name for e in seen if e.name == "new.txt"]
+        assert "CREATE" in kinds and "REMOVE" in kinds, seen
+    finally:
+        handle.stop()
+
+
 def test_files_written_by_commands_survive_pause_and_connect():
     sb = Sandbox.create(timeout=120)
     try:

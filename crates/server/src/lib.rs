@@ -108,6 +108,7 @@ impl Server {
                 },
             ),
             blob_dir: opts.data_dir.join("blobs"),
+            e2b_watchers: e2b::watch::Watchers::default(),
         });
         let (tx, rx) = watch::channel(false);
         let api_tls = opts.tls.as_ref().map(reins_tls::api_server).transpose()?.map(Arc::new);

@@ -99,6 +99,8 @@ pub struct App {
     pub harness: crate::agents::Harness,
     /// Content-addressed blobs (skill bundles).
     pub blob_dir: std::path::PathBuf,
+    /// E2B clients' polling directory watchers.
+    pub e2b_watchers: crate::e2b::watch::Watchers,
 }
 
 pub type Shared = axum::extract::State<Arc<App>>;

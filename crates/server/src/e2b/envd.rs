@@ -4,9 +4,9 @@
 //! `process.Process` over the node's exec streams, and `/health`.
 //! The sandbox's access token (`X-Access-Token`) is required.
 //!
-//! Files are in [`super::files`]. Not yet served (answered `unimplemented`):
-//! `Process/List`, `Process/Connect`, `Process/StreamInput`, the
-//! filesystem watchers.
+//! Files are in [`super::files`], watchers in [`super::watch`]. Not yet
+//! served (answered `unimplemented`): `Process/List`, `Process/Connect`,
+//! `Process/StreamInput`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub const ENVD_PORT: u16 = 49983;
 /// Largest request body (an RPC, or a `/files` upload held in memory).
 const MAX_BODY: usize = 256 << 20;
 
-fn unary_error(e: &ConnectError) -> Response {
+pub(super) fn unary_error(e: &ConnectError) -> Response {
     let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(e.json())).into_response()
 }
@@ -87,6 +87,7 @@ pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
         "/process.Process/CloseStdin" => unary(ctx.close_stdin(&body).await),
         "/process.Process/Update" => unary(ctx.update(&body).await),
         "/files" => ctx.write(query, &headers, body).await,
+        "/filesystem.Filesystem/WatchDir" => ctx.watch_dir(&body).await,
         p if p.starts_with("/filesystem.Filesystem/") => {
             unary(ctx.filesystem(p.trim_start_matches("/filesystem.Filesystem/"), &body).await)
         }

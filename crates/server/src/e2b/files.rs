@@ -22,7 +22,7 @@ fn home(root: bool) -> &'static str {
 }
 
 /// An absolute path: relative ones start at the user's home.
-fn absolute(path: &str, root: bool) -> Result<String, ConnectError> {
+pub(super) fn absolute(path: &str, root: bool) -> Result<String, ConnectError> {
     if path.contains('\0') || path.len() > 4096 {
         return Err(ConnectError::new(Code::InvalidArgument, "a path has at most 4096 bytes and no NUL"));
     }
@@ -147,6 +147,7 @@ impl Ctx {
                 self.node_do("files/remove", &FileQuery { recursive: Some(true), ..self.query(&path) }).await?;
                 Ok(json!({}))
             }
+            "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => self.watchers(method, body).await,
             other => Err(ConnectError::new(
                 Code::Unimplemented,
                 format!("filesystem.Filesystem/{other} is not served by Reins yet"),

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod envd;
 pub mod files;
 pub mod rest;
+pub mod watch;
 
 use std::sync::Arc;
 
