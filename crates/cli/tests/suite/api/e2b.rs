@@ -47,6 +47,9 @@ async fn envd(
     (resp.status(), resp.bytes().await.expect("body").to_vec())
 }
 
+/// (token, path, content type, body, expected status, expected Connect code)
+type EnvdCase<'a> = (Option<&'a str>, &'a str, &'a str, Vec<u8>, StatusCode, &'a str);
+
 fn connect_code(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body).map(|v| v["code"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
 }
@@ -95,7 +98,7 @@ async fn bad_e2b_input_gets_e2b_errors_and_nothing_breaks() {
     let start =
         |cmd: &str| json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": false}).to_string();
     let stream = "application/connect+json";
-    let cases: Vec<(Option<&str>, &str, &str, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<EnvdCase> = vec![
         (Some(&token), "/process.Process/Start", stream, vec![0, 0, 0], StatusCode::BAD_REQUEST, "invalid_argument"),
         (
             Some(&token),
