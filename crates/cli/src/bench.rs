@@ -27,6 +27,8 @@ pub enum BenchCmd {
     Network(crate::bench_net::NetBench),
     /// The agent harness: overhead per step, and many sessions at once, against a scripted model.
     Agent(crate::bench_agent::AgentBench),
+    /// The E2B Python SDK against Reins: create + run + kill, and run alone.
+    E2b(crate::bench_e2b::E2bBench),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +92,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         BenchCmd::Api(args) => return crate::bench_api::run(data_dir, args).await,
         BenchCmd::Network(args) => return crate::bench_net::run(data_dir, args).await,
         BenchCmd::Agent(args) => return crate::bench_agent::run(data_dir, args).await,
+        BenchCmd::E2b(args) => return crate::bench_e2b::run(data_dir, args).await,
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
