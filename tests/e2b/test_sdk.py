@@ -124,6 +124,16 @@ def test_watch_dir_reports_changes(sandbox):
         handle.stop()
 
 
+def test_commands_list_and_connect_to_a_running_command(sandbox):
+    h = sandbox.commands.run("for i in $(seq 1 30); do echo tick $i; sleep 0.1; done", background=True)
+    listed = [p for p in sandbox.commands.list() if p.pid == h.pid]
+    assert len(listed) == 1 and listed[0].cmd == "/bin/bash" and "tick" in " ".join(listed[0].args), listed
+    again = sandbox.commands.connect(h.pid)
+    result = again.wait()
+    assert result.exit_code == 0 and "tick 30" in result.stdout, result.stdout
+    assert not [p for p in sandbox.commands.list() if p.pid == h.pid], "gone once it exited"
+
+
 def test_files_written_by_commands_survive_pause_and_connect():
     sb = Sandbox.create(timeout=120)
     try:

@@ -132,6 +132,14 @@ pub enum ExecFrame {
     Error { code: String, message: String },
 }
 
+/// `GET /node/v1/sandboxes/{id}/execs`: a running command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    pub pid: i32,
+    pub cmd: Vec<String>,
+    pub cwd: Option<String>,
+}
+
 /// `POST /node/v1/sandboxes/{id}/exec/{pid}/signal`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signal {

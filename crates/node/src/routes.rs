@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reins_api::node::{self as proto, ExecFrame};
-use reins_sandbox::{Exec, ExecControl, ExecEvent, ExecRequest, ExitStatus, User};
+use reins_sandbox::{Exec, ExecEvent, ExecRequest, ExitStatus, User};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -35,6 +35,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/exec/{pid}/stdin", post(stdin))
         .route("/exec/{pid}/signal", post(signal))
         .route("/exec/{pid}/resize", post(resize))
+        .route("/exec/{pid}/attach", get(attach))
+        .route("/execs", get(execs))
         .merge(files::router());
     let routes = Router::new()
         .route("/status", get(status))
@@ -177,6 +179,7 @@ async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto
     // The proxy's variables first: the caller's own settings win.
     let mut env = node.net_env(&id);
     env.extend(req.env);
+    let (cmd, cwd) = (req.cmd.clone(), req.cwd.clone());
     let request = ExecRequest {
         argv: req.cmd,
         env,
@@ -195,7 +198,9 @@ async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let timeout = Duration::from_millis(req.timeout_ms.max(1));
-    tokio::spawn(pump(node, id, exec, control, tx, timeout));
+    let (frames, _) = tokio::sync::broadcast::channel(256);
+    let running = crate::state::RunningExec { control: control.clone(), cmd, cwd, frames };
+    tokio::spawn(pump(node, id, exec, running, tx, timeout));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(ReceiverStream::new(rx)))
@@ -214,18 +219,20 @@ async fn pump(
     node: Arc<Node>,
     id: String,
     mut exec: Exec,
-    control: ExecControl,
+    running: crate::state::RunningExec,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
     timeout: Duration,
 ) {
     let pid = exec.pid();
-    node.add_exec(&id, pid, control.clone());
+    let (control, copies) = (running.control.clone(), running.frames.clone());
+    node.add_exec(&id, pid, running);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
     let mut frames = vec![ExecFrame::Start { pid }];
     loop {
         for f in frames.drain(..) {
+            let _ = copies.send(f.clone());
             if tx.send(Ok(line(&f))).await.is_err() {
                 let _ = control.signal(libc::SIGKILL).await;
                 node.remove_exec(&id, pid);
@@ -241,13 +248,17 @@ async fn pump(
                         ExitStatus::Code(c) => (Some(c), None),
                         ExitStatus::Signal(s) => (None, Some(s)),
                     };
-                    let _ = tx.send(Ok(line(&ExecFrame::Exit { code, signal, timed_out }))).await;
+                    let end = ExecFrame::Exit { code, signal, timed_out };
+                    let _ = copies.send(end.clone());
+                    let _ = tx.send(Ok(line(&end))).await;
                     break;
                 }
                 Ok(None) => break,
                 Err(e) => {
                     let e = ApiError::from(e);
-                    let _ = tx.send(Ok(line(&ExecFrame::Error { code: e.code.into(), message: e.message }))).await;
+                    let end = ExecFrame::Error { code: e.code.into(), message: e.message };
+                    let _ = copies.send(end.clone());
+                    let _ = tx.send(Ok(line(&end))).await;
                     break;
                 }
             },
@@ -262,6 +273,42 @@ async fn pump(
         }
     }
     node.remove_exec(&id, pid);
+}
+
+async fn execs(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<proto::ExecInfo>>, ApiError> {
+    node.get(&id)?;
+    Ok(Json(node.execs(&id)))
+}
+
+/// A running command's frames from now on, after a `Start`: its output goes
+/// to every attached caller as well as to the one that started it.
+async fn attach(State(node): Shared, Path((id, pid)): Path<(String, i32)>) -> Result<Response, ApiError> {
+    let mut frames = node.attach(&id, pid)?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        if tx.send(Ok(line(&ExecFrame::Start { pid }))).await.is_err() {
+            return;
+        }
+        loop {
+            let f = tokio::select! {
+                f = frames.recv() => f,
+                () = tx.closed() => return,
+            };
+            let f = match f {
+                Ok(f) => f,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let end = matches!(f, ExecFrame::Exit { .. } | ExecFrame::Error { .. });
+            if tx.send(Ok(line(&f))).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .unwrap_or_default())
 }
 
 async fn stdin(

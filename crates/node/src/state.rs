@@ -62,7 +62,7 @@ struct Inner {
     /// Creations in progress: counted against capacity already.
     pending: u32,
     reserved_memory: u64,
-    execs: HashMap<(String, i32), ExecControl>,
+    execs: HashMap<(String, i32), RunningExec>,
 }
 
 /// One execution node.
@@ -287,8 +287,34 @@ impl Node {
         futures_util::future::join_all(tasks).await;
     }
 
-    pub(crate) fn add_exec(&self, sandbox: &str, pid: i32, control: ExecControl) {
-        self.lock().execs.insert((sandbox.to_owned(), pid), control);
+    pub(crate) fn add_exec(&self, sandbox: &str, pid: i32, running: RunningExec) {
+        self.lock().execs.insert((sandbox.to_owned(), pid), running);
+    }
+
+    /// The commands running in a sandbox (started through the node protocol).
+    pub(crate) fn execs(&self, sandbox: &str) -> Vec<reins_api::node::ExecInfo> {
+        let inner = self.lock();
+        let mut list: Vec<_> = inner
+            .execs
+            .iter()
+            .filter(|((sb, _), _)| sb == sandbox)
+            .map(|((_, pid), r)| reins_api::node::ExecInfo { pid: *pid, cmd: r.cmd.clone(), cwd: r.cwd.clone() })
+            .collect();
+        list.sort_by_key(|e| e.pid);
+        list
+    }
+
+    /// A live copy of a running command's frames from now on.
+    pub(crate) fn attach(
+        &self,
+        sandbox: &str,
+        pid: i32,
+    ) -> Result<tokio::sync::broadcast::Receiver<reins_api::node::ExecFrame>, ApiError> {
+        self.lock()
+            .execs
+            .get(&(sandbox.to_owned(), pid))
+            .map(|r| r.frames.subscribe())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no running command {pid}")))
     }
 
     pub(crate) fn remove_exec(&self, sandbox: &str, pid: i32) {
@@ -299,7 +325,17 @@ impl Node {
         self.lock()
             .execs
             .get(&(sandbox.to_owned(), pid))
-            .cloned()
+            .map(|r| r.control.clone())
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no running command {pid}")))
     }
+}
+
+/// A command running in a sandbox: its control, what it is, and its frames
+/// for callers that attach after it started.
+#[derive(Debug)]
+pub(crate) struct RunningExec {
+    pub control: ExecControl,
+    pub cmd: Vec<String>,
+    pub cwd: Option<String>,
+    pub frames: tokio::sync::broadcast::Sender<reins_api::node::ExecFrame>,
 }

@@ -5,8 +5,7 @@
 //! The sandbox's access token (`X-Access-Token`) is required.
 //!
 //! Files are in [`super::files`], watchers in [`super::watch`]. Not yet
-//! served (answered `unimplemented`): `Process/List`, `Process/Connect`,
-//! `Process/StreamInput`.
+//! served (answered `unimplemented`): `Process/StreamInput`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,6 +81,8 @@ pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
     };
     match path.as_str() {
         "/process.Process/Start" => ctx.start(&headers, &body).await,
+        "/process.Process/Connect" => ctx.attach(&body).await,
+        "/process.Process/List" => unary(ctx.list().await),
         "/process.Process/SendInput" => unary(ctx.send_input(&body).await),
         "/process.Process/SendSignal" => unary(ctx.send_signal(&body).await),
         "/process.Process/CloseStdin" => unary(ctx.close_stdin(&body).await),
@@ -239,6 +240,56 @@ impl Ctx {
             .header("content-type", "application/connect+json")
             .body(Body::from_stream(stream))
             .unwrap_or_default()
+    }
+
+    /// `Process/Connect`: the events of a running command from now on (start first).
+    async fn attach(&self, body: &[u8]) -> Response {
+        let prepared = (|| {
+            let msg = connect::single_message(body)?;
+            let req: ProcessOnly = connect::parse(&msg)?;
+            pid_of(&req.process)
+        })();
+        let pid = match prepared {
+            Ok(p) => p,
+            Err(e) => return unary_error(&e),
+        };
+        let conn = match self.app.nodes.get(&self.node) {
+            Ok(c) => c,
+            Err(e) => return unary_error(&from_api(e)),
+        };
+        let resp = match conn
+            .send(Method::GET, &format!("/sandboxes/{}/exec/{pid}/attach", self.id), Body::empty(), false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return unary_error(&from_api(e)),
+        };
+        let frames = crate::nodes::ndjson::<ExecFrame>(Body::new(resp.into_body()))
+            .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() }));
+        let stream = events(Box::pin(frames), false).map(Ok::<_, std::convert::Infallible>);
+        Response::builder()
+            .header("content-type", "application/connect+json")
+            .body(Body::from_stream(stream))
+            .unwrap_or_default()
+    }
+
+    /// `Process/List`: the commands running in the sandbox.
+    async fn list(&self) -> Result<Value, ConnectError> {
+        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
+        let execs: Vec<proto::ExecInfo> =
+            conn.call(Method::GET, &format!("/sandboxes/{}/execs", self.id), None::<&()>).await.map_err(from_api)?;
+        let processes: Vec<Value> = execs
+            .into_iter()
+            .map(|e| {
+                let (cmd, args) = e.cmd.split_first().map_or((String::new(), vec![]), |(c, a)| (c.clone(), a.to_vec()));
+                let mut config = json!({"cmd": cmd, "args": args, "envs": {}});
+                if let Some(cwd) = e.cwd {
+                    config["cwd"] = json!(cwd);
+                }
+                json!({"config": config, "pid": e.pid})
+            })
+            .collect();
+        Ok(json!({"processes": processes}))
     }
 
     async fn node_post(&self, path: &str, body: Body, json: bool) -> Result<(), ConnectError> {
