@@ -40,6 +40,16 @@ def test_create_with_metadata_envs_and_timeout():
         sb.kill()
 
 
+def test_metrics_report_memory_and_disk(sandbox):
+    sandbox.commands.run("head -c 3000000 /dev/urandom > /tmp/blob")
+    m = sandbox.get_metrics()
+    assert len(m) >= 1
+    last = m[-1]
+    assert last.cpu_count == 1 and 0 <= last.cpu_used_pct <= 100
+    assert 0 < last.mem_used <= last.mem_total == 512 << 20
+    assert 3_000_000 <= last.disk_used <= last.disk_total
+
+
 def test_run_in_the_foreground_as_user_with_cwd_and_envs(sandbox):
     r = sandbox.commands.run("echo out; echo err >&2; whoami; pwd; echo $X", envs={"X": "1"})
     assert (r.exit_code, r.stderr) == (0, "err\n")

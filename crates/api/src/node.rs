@@ -132,6 +132,17 @@ pub enum ExecFrame {
     Error { code: String, message: String },
 }
 
+/// `GET /node/v1/sandboxes/{id}/metrics`: a sample of a sandbox's use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxMetrics {
+    /// CPUs busy on average over the sample (0.5 = half of one CPU).
+    pub cpus_used: f64,
+    pub mem_used_bytes: u64,
+    /// The writable layer's use and size.
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+}
+
 /// `GET /node/v1/sandboxes/{id}/execs`: a running command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecInfo {

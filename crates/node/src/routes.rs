@@ -37,6 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/exec/{pid}/resize", post(resize))
         .route("/exec/{pid}/attach", get(attach))
         .route("/execs", get(execs))
+        .route("/metrics", get(metrics))
         .merge(files::router());
     let routes = Router::new()
         .route("/status", get(status))
@@ -273,6 +274,30 @@ async fn pump(
         }
     }
     node.remove_exec(&id, pid);
+}
+
+/// A sample over 200 ms of the sandbox's CPU, and its memory and disk now.
+async fn metrics(State(node): Shared, Path(id): Path<String>) -> Result<Json<proto::SandboxMetrics>, ApiError> {
+    let sandbox = node.get(&id)?;
+    let slot = sandbox.slot().ok_or_else(ApiError::not_found)?;
+    let cgroups = node.runtime().cgroups().clone();
+    let window = Duration::from_millis(200);
+    let first = cgroups.cpu_ns(slot);
+    tokio::time::sleep(window).await;
+    let cpus_used = cgroups.cpu_ns(slot).saturating_sub(first) as f64 / window.as_nanos() as f64;
+    let root = format!("/proc/{}/root", sandbox.host_pid());
+    let (disk_used_bytes, disk_total_bytes) = nix::sys::statvfs::statvfs(root.as_str())
+        .map(|v| {
+            let f = v.fragment_size();
+            ((v.blocks() - v.blocks_free()) * f, v.blocks() * f)
+        })
+        .unwrap_or((0, 0));
+    Ok(Json(proto::SandboxMetrics {
+        cpus_used,
+        mem_used_bytes: cgroups.memory_current(slot).unwrap_or(0),
+        disk_used_bytes,
+        disk_total_bytes,
+    }))
 }
 
 async fn execs(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<proto::ExecInfo>>, ApiError> {

@@ -212,6 +212,22 @@ impl Cgroups {
             .collect()
     }
 
+    /// CPU time used so far by the threads now in slot `slot`, in ns (from
+    /// each thread's `schedstat`: the legacy hierarchy here has no CPU
+    /// accounting per slot). Threads that have exited are not counted, so
+    /// only the difference of two close samples means anything.
+    pub fn cpu_ns(&self, slot: u32) -> u64 {
+        let mut total = 0u64;
+        for pid in self.procs(slot) {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for t in tasks.flatten() {
+                let stat = fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+                total += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Peak memory use of slot `slot` in bytes, where the kernel reports it.
     pub fn memory_current(&self, slot: u32) -> Option<u64> {
         let d = &self.slot_dirs(slot)[0];

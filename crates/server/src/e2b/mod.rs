@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/v2/sandboxes/{id}/connect", post(rest::connect))
         .route("/sandboxes/{id}/resume", post(rest::connect))
         .route("/sandboxes/{id}/pause", post(rest::pause))
+        .route("/sandboxes/{id}/metrics", get(rest::metrics))
 }
 
 /// Middleware: requests carrying `E2b-Sandbox-Id` go to that sandbox: to

@@ -234,6 +234,24 @@ pub async fn pause(State(app): Shared, E2bAuth(auth): E2bAuth, Path(id): Path<St
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /sandboxes/{id}/metrics`: one sample taken now (E2B keeps a
+/// history; Reins answers the current use whatever `start`/`end` say).
+pub async fn metrics(State(app): Shared, E2bAuth(auth): E2bAuth, Path(id): Path<String>) -> Result<Json<Value>> {
+    let row = live_row(&app, &auth, &id).await?;
+    let view = sandboxes::view(row.clone());
+    let node = app.nodes.get(&row.node_id)?;
+    let m: reins_api::node::SandboxMetrics =
+        node.call(axum::http::Method::GET, &format!("/sandboxes/{}/metrics", row.id), None::<&()>).await?;
+    let now = reins_store::now_ms();
+    let cpus = view.cpus.max(0.01);
+    Ok(Json(json!([{
+        "timestamp": rfc3339(now), "timestampUnix": now / 1000,
+        "cpuCount": view.cpus.ceil() as u64, "cpuUsedPct": (m.cpus_used / cpus * 100.0).min(100.0),
+        "memUsed": m.mem_used_bytes, "memTotal": view.memory_mb << 20, "memCache": 0,
+        "diskUsed": m.disk_used_bytes, "diskTotal": m.disk_total_bytes,
+    }])))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
