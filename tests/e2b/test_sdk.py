@@ -183,6 +183,22 @@ def test_set_timeout_and_expiry():
     assert sb.kill() is False, "already gone"
 
 
+def test_auto_pause_pauses_at_the_timeout_and_connect_resumes():
+    sb = Sandbox.create(timeout=2, lifecycle={"on_timeout": "pause"})
+    try:
+        sb.commands.run("echo before > /home/user/p.txt")
+        deadline = time.time() + 10
+        while time.time() < deadline and Sandbox.get_info(sb.sandbox_id).state.value != "paused":
+            time.sleep(0.2)
+        assert Sandbox.get_info(sb.sandbox_id).state.value == "paused"
+        again = Sandbox.connect(sb.sandbox_id, timeout=60)
+        assert again.commands.run("cat p.txt").stdout == "before\n"
+        left = (again.get_info().end_at - again.get_info().started_at).total_seconds()
+        assert left > 30, "the timeout starts again at connect"
+    finally:
+        sb.kill()
+
+
 def test_kill_and_unknown_sandboxes():
     sb = Sandbox.create(timeout=60)
     assert sb.kill() is True

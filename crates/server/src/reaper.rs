@@ -1,5 +1,6 @@
-//! Releases sandboxes whose timeout passed, and forgets ended ones after a
-//! retention period.
+//! Releases sandboxes whose timeout passed (or pauses those whose timeout
+//! says so, until a longer retention passes), and forgets ended ones after
+//! a retention period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,15 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         match app.store.expired_sandboxes(now_ms()).await {
             Ok(rows) => {
                 for row in rows {
+                    if row.on_timeout == "pause" && row.state == reins_store::SandboxState::Running {
+                        match crate::routes::sandboxes::pause_on_timeout(&app, &row).await {
+                            Ok(()) => tracing::info!(sandbox = %row.id, "sandbox timed out and was paused"),
+                            Err(e) => {
+                                tracing::warn!(sandbox = %row.id, error = %e.message, "pausing an expired sandbox")
+                            }
+                        }
+                        continue;
+                    }
                     if let Err(e) = release(&app, &row, EndReason::Timeout).await {
                         tracing::warn!(sandbox = %row.id, error = %e.message, "releasing an expired sandbox");
                     } else {

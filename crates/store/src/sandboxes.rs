@@ -86,6 +86,8 @@ pub struct SandboxRow {
     pub expires_ms: i64,
     pub ended_ms: Option<i64>,
     pub end_reason: Option<String>,
+    /// What its timeout does: `release` or `pause`.
+    pub on_timeout: String,
 }
 
 /// What [`Store::insert_sandbox`] needs.
@@ -122,8 +124,8 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, end_reason, network, access";
+const COLUMNS: &str = "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, \
+                       end_reason, network, access, on_timeout";
 
 fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
     let state: String = row.try_get("state")?;
@@ -142,6 +144,7 @@ fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
         expires_ms: row.try_get("expires_ms")?,
         ended_ms: row.try_get("ended_ms")?,
         end_reason: row.try_get("end_reason")?,
+        on_timeout: row.try_get("on_timeout")?,
     })
 }
 
@@ -187,9 +190,10 @@ impl Store {
             expires_ms: new.expires_ms,
             ended_ms: None,
             end_reason: None,
+            on_timeout: "release".to_owned(),
         };
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11)"
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12)"
         ))
         .bind(&row.id)
         .bind(&row.tenant_id)
@@ -202,6 +206,7 @@ impl Store {
         .bind(row.expires_ms)
         .bind(&row.network)
         .bind(&row.access)
+        .bind(&row.on_timeout)
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::unique(e, "sandbox id already exists"))?;
@@ -357,6 +362,21 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(sandbox).collect()
+    }
+
+    /// Sets what a live sandbox's timeout does (`release` or `pause`).
+    pub async fn set_sandbox_on_timeout(&self, tenant_id: &str, id: &str, on_timeout: &str) -> Result<(), Error> {
+        let done =
+            sqlx::query("UPDATE sandboxes SET on_timeout = $3 WHERE tenant_id = $1 AND id = $2 AND state <> 'ended'")
+                .bind(tenant_id)
+                .bind(id)
+                .bind(on_timeout)
+                .execute(self.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
     }
 
     /// Live sandboxes placed on `node_id`.

@@ -160,6 +160,9 @@ pub async fn create(
         ..CreateSandbox::default()
     };
     let (row, token) = sandboxes::start(&app, auth.tenant(), &create, Vec::new(), None).await?;
+    if req.auto_pause == Some(true) {
+        app.store.set_sandbox_on_timeout(auth.tenant(), &row.id, "pause").await?;
+    }
     Ok((StatusCode::CREATED, Json(created(&row, &token))))
 }
 

@@ -280,6 +280,17 @@ pub async fn set_timeout(
     get(State(app), auth, Path(id)).await
 }
 
+/// Pauses a sandbox whose timeout says `pause` (E2B's autoPause): frozen,
+/// kept for the longest timeout, then released unless resumed.
+pub async fn pause_on_timeout(app: &App, row: &SandboxRow) -> Result<(), ApiError> {
+    let node = app.nodes.get(&row.node_id)?;
+    node.call_empty(Method::POST, &format!("/sandboxes/{}/pause", row.id), None::<&()>).await?;
+    app.store.set_sandbox_state(&row.tenant_id, &row.id, SandboxState::Paused).await?;
+    let keep = now_ms() + app.limits.max_timeout.as_millis() as i64;
+    app.store.set_sandbox_expiry(&row.tenant_id, &row.id, keep).await?;
+    Ok(())
+}
+
 async fn set_paused(app: &App, auth: &Auth, id: &str, pause: bool) -> Result<Json<v1::Sandbox>, ApiError> {
     let node = running(app, auth, id).await?;
     let path = format!("/sandboxes/{id}/{}", if pause { "pause" } else { "resume" });
