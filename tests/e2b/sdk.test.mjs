@@ -66,6 +66,60 @@ test('list by metadata; pause and connect keep files', async () => {
   }
 })
 
+test('commands: stdin, list, connect; PTY: create, resize, input, kill', async () => {
+  const sb = await Sandbox.create({ timeoutMs: 60_000 })
+  try {
+    const reader = await sb.commands.run('read l; echo got $l', { background: true, stdin: true })
+    await sb.commands.sendStdin(reader.pid, 'xyz\n')
+    assert.equal((await reader.wait()).stdout, 'got xyz\n')
+    const ticker = await sb.commands.run('for i in $(seq 1 20); do echo t$i; sleep 0.1; done', { background: true })
+    const listed = (await sb.commands.list()).filter((p) => p.pid === ticker.pid)
+    assert.equal(listed.length, 1)
+    const again = await sb.commands.connect(ticker.pid)
+    assert.match((await again.wait()).stdout, /t20/)
+    const chunks = []
+    const pty = await sb.pty.create({ cols: 80, rows: 24, onData: (d) => chunks.push(Buffer.from(d)), timeoutMs: 30_000 })
+    await sb.pty.resize(pty.pid, { cols: 120, rows: 40 })
+    await sb.pty.sendInput(pty.pid, new TextEncoder().encode('stty size; exit 0\n'))
+    await pty.wait()
+    assert.match(Buffer.concat(chunks).toString(), /40 120/)
+    const other = await sb.pty.create({ cols: 80, rows: 24, onData: () => {}, timeoutMs: 30_000 })
+    assert.equal(await sb.pty.kill(other.pid), true)
+  } finally {
+    await sb.kill()
+  }
+})
+
+test('files: batch write, bytes, info, watch; list paging; timeout and expiry; metrics', async () => {
+  const tag = `jsp-${process.pid}-${Date.now()}`
+  const made = await Promise.all([1, 2, 3].map(() => Sandbox.create({ metadata: { tag }, timeoutMs: 60_000 })))
+  const sb = made[0]
+  try {
+    await sb.files.write([{ path: 'w/a.txt', data: 'A' }, { path: '/tmp/b.bin', data: new Uint8Array([0, 255]) }])
+    assert.deepEqual([...(await sb.files.read('/tmp/b.bin', { format: 'bytes' }))], [0, 255])
+    const info = await sb.files.getInfo('w/a.txt')
+    assert.equal(info.size, 1)
+    const events = []
+    const watcher = await sb.files.watchDir('w', (e) => events.push(e))
+    await sb.files.write('w/new.txt', 'x')
+    for (let i = 0; i < 50 && !events.some((e) => e.name === 'new.txt'); i++) await new Promise((r) => setTimeout(r, 100))
+    await watcher.stop()
+    assert.ok(events.some((e) => e.name === 'new.txt'), JSON.stringify(events))
+    const pager = Sandbox.list({ query: { metadata: { tag } }, limit: 2 })
+    const first = await pager.nextItems()
+    assert.equal(first.length, 2)
+    assert.equal(pager.hasNext, true)
+    assert.equal((await pager.nextItems()).length, 1)
+    const metrics = await sb.getMetrics()
+    assert.ok(metrics.length >= 1 && metrics[0].memUsed > 0)
+    await made[1].setTimeout(2_000)
+    await new Promise((r) => setTimeout(r, 4_000))
+    await assert.rejects(Sandbox.getInfo(made[1].sandboxId), NotFoundError)
+  } finally {
+    await Promise.all(made.map((s) => s.kill()))
+  }
+})
+
 test('unknown sandboxes and wrong keys get the SDK errors', async () => {
   await assert.rejects(Sandbox.connect('nosuchsandbox0000000'), NotFoundError)
   await assert.rejects(Sandbox.create({ apiKey: 'reins_wrong_key_wrong_key_wrong_key_wrong_key_' }), AuthenticationError)

@@ -181,7 +181,8 @@ impl Ctx {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
         tokio::spawn(async move {
-            let send = |v: Value| bytes::Bytes::from(connect::envelope(0, json!({"event": v}).to_string().as_bytes()));
+            // WatchDirResponse's oneof members stand at the top level (unlike a ProcessEvent's wrapper).
+            let send = |v: Value| bytes::Bytes::from(connect::envelope(0, v.to_string().as_bytes()));
             if tx.send(send(json!({"start": {}}))).await.is_err() {
                 return;
             }

@@ -194,6 +194,20 @@ async fn bad_e2b_input_gets_e2b_errors_and_nothing_breaks() {
     assert_eq!(msgs[1].1["event"]["data"]["stdout"], "b2sK", "base64 of ok\\n");
     assert_eq!(msgs[msgs.len() - 2].1["event"]["end"]["exitCode"], 3);
     assert_eq!(msgs.last().map(|m| (m.0, m.1.clone())), Some((2, json!({}))), "end of stream");
+    // The other way E2B clients address a sandbox: the host 49983-ID.DOMAIN.
+    let port = svc.url.rsplit(':').next().expect("port").to_owned();
+    let by_host = reqwest::Client::new()
+        .post(format!("{}/process.Process/Start", svc.url))
+        .header("host", format!("49983-{id}.localhost:{port}"))
+        .header("content-type", stream)
+        .header("x-access-token", &token)
+        .body(envelope(0, start("echo by-host").as_bytes()))
+        .send()
+        .await
+        .expect("by host");
+    assert_eq!(by_host.status(), StatusCode::OK);
+    let msgs = messages(&by_host.bytes().await.expect("body"));
+    assert_eq!(msgs[1].1["event"]["data"]["stdout"], "YnktaG9zdAo=", "base64 of by-host\n");
     let (s, _) = rest(&svc, &key, Method::DELETE, &format!("/sandboxes/{id}"), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) =
