@@ -16,6 +16,7 @@ import urllib.request
 from e2b import PtySize, Sandbox, SandboxQuery
 from e2b.exceptions import AuthenticationException, FileNotFoundException, NotFoundException
 from e2b.sandbox.filesystem.filesystem import FileType, WriteEntry
+from e2b.sandbox_sync.commands.command import Commands
 from e2b.sandbox.commands.command_handle import CommandExitException
 
 
@@ -132,6 +133,14 @@ def test_watch_dir_reports_changes(sandbox):
         assert "CREATE" in kinds and "REMOVE" in kinds, seen
     finally:
         handle.stop()
+
+
+@pytest.mark.skipif(not hasattr(Commands, "stream_input"), reason="this SDK version has no commands.stream_input")
+def test_stream_input_feeds_stdin_in_order(sandbox):
+    cat = sandbox.commands.run("cat", background=True, stdin=True)
+    sandbox.commands.stream_input(cat.pid, ["a\n", b"b\n", "c\n"])
+    sandbox.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "a\nb\nc\n"
 
 
 def test_commands_list_and_connect_to_a_running_command(sandbox):

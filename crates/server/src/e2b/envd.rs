@@ -4,8 +4,7 @@
 //! `process.Process` over the node's exec streams, and `/health`.
 //! The sandbox's access token (`X-Access-Token`) is required.
 //!
-//! Files are in [`super::files`], watchers in [`super::watch`]. Not yet
-//! served (answered `unimplemented`): `Process/StreamInput`.
+//! Files are in [`super::files`], watchers in [`super::watch`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +67,9 @@ pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
     }
     if req.method() != Method::POST {
         return unary_error(&ConnectError::new(Code::Unimplemented, format!("{} {path} is not served", req.method())));
+    }
+    if path == "/process.Process/StreamInput" {
+        return ctx.stream_input(req.into_body()).await;
     }
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
@@ -162,6 +164,19 @@ struct Input {
 struct SendInputRequest {
     process: Selector,
     input: Input,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InputData {
+    #[serde(default)]
+    input: Input,
+}
+
+/// One message of `Process/StreamInput`: `start` (which process), then `data`, or `keepalive`.
+#[derive(Debug, Deserialize)]
+struct StreamInputRequest {
+    start: Option<ProcessOnly>,
+    data: Option<InputData>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +320,52 @@ impl Ctx {
         let bytes = B64.decode(data).map_err(|_| ConnectError::new(Code::InvalidArgument, "input is not base64"))?;
         self.node_post(&format!("exec/{pid}/stdin"), Body::from(bytes), false).await?;
         Ok(json!({}))
+    }
+
+    /// `Process/StreamInput` (client streaming): each `data` message goes to
+    /// the command's stdin as it arrives; the answer is one `{}` and the end.
+    async fn stream_input(&self, mut body: Body) -> Response {
+        use http_body_util::BodyExt;
+        let mut buf = Vec::new();
+        let mut pid: Option<i32> = None;
+        let result: Result<(), ConnectError> = async {
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| ConnectError::new(Code::InvalidArgument, format!("request stream: {e}")))?;
+                let Ok(data) = frame.into_data() else { continue };
+                buf.extend_from_slice(&data);
+                for env in connect::decode(&mut buf)? {
+                    if env.flags & connect::FLAG_END != 0 {
+                        continue;
+                    }
+                    let msg: StreamInputRequest = connect::parse(&env.payload)?;
+                    if let Some(start) = msg.start {
+                        pid = Some(pid_of(&start.process)?);
+                    } else if let Some(d) = msg.data {
+                        let pid = pid.ok_or_else(|| ConnectError::new(Code::InvalidArgument, "send `start` first"))?;
+                        let b64 = d.input.stdin.or(d.input.pty).unwrap_or_default();
+                        let bytes = B64
+                            .decode(b64)
+                            .map_err(|_| ConnectError::new(Code::InvalidArgument, "input is not base64"))?;
+                        self.node_post(&format!("exec/{pid}/stdin"), Body::from(bytes), false).await?;
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                return Err(ConnectError::new(Code::InvalidArgument, "the request ends inside an envelope"));
+            }
+            Ok(())
+        }
+        .await;
+        let mut out = Vec::new();
+        match result {
+            Ok(()) => {
+                out.extend(connect::envelope(0, b"{}"));
+                out.extend(connect::end_stream(None));
+            }
+            Err(e) => out.extend(connect::end_stream(Some(&e))),
+        }
+        Response::builder().header("content-type", "application/connect+json").body(Body::from(out)).unwrap_or_default()
     }
 
     async fn close_stdin(&self, body: &[u8]) -> Result<Value, ConnectError> {

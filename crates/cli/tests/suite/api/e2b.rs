@@ -178,6 +178,13 @@ async fn bad_e2b_input_gets_e2b_errors_and_nothing_breaks() {
         assert_eq!((s, connect_code(&b).as_str()), (status, code), "{path}: {}", String::from_utf8_lossy(&b));
     }
 
+    // A client stream whose data comes before its start ends with an error in the end-of-stream message.
+    let early = envelope(0, br#"{"data":{"input":{"stdin":"eA=="}}}"#);
+    let (s, b) = envd(&svc, &id, Some(&token), "/process.Process/StreamInput", stream, early).await;
+    let end = messages(&b);
+    assert_eq!((s, end.len(), end[0].0), (StatusCode::OK, 1, 2), "{end:?}");
+    assert_eq!(end[0].1["error"]["code"], "invalid_argument");
+
     // And the sandbox still answers.
     let (s, b) = envd(
         &svc,
