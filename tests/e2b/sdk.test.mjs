@@ -13,9 +13,11 @@ test('create with metadata, envs and timeout; run; get info; kill', async () => 
     const r = await sb.commands.run('echo $GREETING; whoami; pwd')
     assert.equal(r.stdout, 'hi\nuser\n/home/user\n')
     assert.equal((await sb.commands.run('whoami', { user: 'root' })).stdout, 'root\n')
+    assert.equal(await sb.isRunning(), true)
   } finally {
     assert.equal(await sb.kill(), true)
   }
+  assert.equal(await sb.isRunning(), false)
 })
 
 test('a non-zero exit throws CommandExitError; streaming callbacks; background and kill', async () => {

@@ -210,7 +210,9 @@ def test_auto_pause_pauses_at_the_timeout_and_connect_resumes():
 
 def test_kill_and_unknown_sandboxes():
     sb = Sandbox.create(timeout=60)
+    assert sb.is_running() is True
     assert sb.kill() is True
+    assert sb.is_running() is False
     assert Sandbox.kill(sb.sandbox_id) is False
     with pytest.raises(NotFoundException):
         Sandbox.connect("nosuchsandbox0000000")

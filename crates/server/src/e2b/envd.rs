@@ -50,11 +50,15 @@ pub(super) fn from_api(e: crate::error::ApiError) -> ConnectError {
 
 /// Serves one envd request for sandbox `id`.
 pub async fn serve(app: &Arc<App>, id: &str, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
     let entry = match crate::ingress::authorize(app, id, ENVD_PORT, req.headers()).await {
         Ok(e) => e,
+        // E2B's proxy answers 502 for a sandbox that is gone: the SDKs' `is_running()` reads it as false.
+        Err(e) if path == "/health" && e.status == StatusCode::NOT_FOUND => {
+            return StatusCode::BAD_GATEWAY.into_response()
+        }
         Err(e) => return unary_error(&from_api(e)),
     };
-    let path = req.uri().path().to_owned();
     if path == "/health" {
         return StatusCode::NO_CONTENT.into_response();
     }

@@ -249,6 +249,7 @@ async fn release_at(app: &App, id: &str, node_id: &str, reason: EndReason) -> Re
         }
     };
     app.places.forget(id);
+    app.ingress.forget(id);
     let (ended, ()) = tokio::join!(app.store.end_sandbox(id, reason), destroy);
     Ok(ended?)
 }
