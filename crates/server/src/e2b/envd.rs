@@ -208,6 +208,14 @@ pub(super) struct Ctx {
     pub(super) user_root: bool,
 }
 
+/// A server-streaming answer: envelopes as `stream` yields them.
+pub(super) fn stream_response(stream: impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static) -> Response {
+    Response::builder()
+        .header("content-type", "application/connect+json")
+        .body(Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>)))
+        .unwrap_or_default()
+}
+
 /// The deadline a Connect client gave, if any.
 fn deadline(h: &HeaderMap) -> Option<Duration> {
     let ms = h.get("connect-timeout-ms")?.to_str().ok()?.trim().parse::<u64>().ok()?;
@@ -219,6 +227,11 @@ fn pid_of(s: &Selector) -> Result<i32, ConnectError> {
 }
 
 impl Ctx {
+    /// The sandbox's node.
+    pub(super) fn conn(&self) -> Result<Arc<crate::nodes::NodeConn>, ConnectError> {
+        self.app.nodes.get(&self.node).map_err(from_api)
+    }
+
     async fn start(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let prepared = (|| {
             let msg = connect::single_message(body)?;
@@ -245,20 +258,14 @@ impl Ctx {
             Ok(e) => e,
             Err(e) => return unary_error(&e),
         };
-        let conn = match self.app.nodes.get(&self.node) {
+        let conn = match self.conn() {
             Ok(c) => c,
-            Err(e) => return unary_error(&from_api(e)),
+            Err(e) => return unary_error(&e),
         };
-        let frames = match crate::routes::exec::frames(&conn, &self.id, &exec).await {
-            Ok(f) => f,
-            Err(e) => return unary_error(&from_api(e)),
-        };
-        let is_pty = exec.pty.is_some();
-        let stream = events(Box::pin(frames), is_pty).map(Ok::<_, std::convert::Infallible>);
-        Response::builder()
-            .header("content-type", "application/connect+json")
-            .body(Body::from_stream(stream))
-            .unwrap_or_default()
+        match crate::routes::exec::frames(&conn, &self.id, &exec).await {
+            Ok(frames) => stream_response(events(Box::pin(frames), exec.pty.is_some())),
+            Err(e) => unary_error(&from_api(e)),
+        }
     }
 
     /// `Process/Connect`: the events of a running command from now on (start first).
@@ -272,9 +279,9 @@ impl Ctx {
             Ok(p) => p,
             Err(e) => return unary_error(&e),
         };
-        let conn = match self.app.nodes.get(&self.node) {
+        let conn = match self.conn() {
             Ok(c) => c,
-            Err(e) => return unary_error(&from_api(e)),
+            Err(e) => return unary_error(&e),
         };
         let resp = match conn
             .send(Method::GET, &format!("/sandboxes/{}/exec/{pid}/attach", self.id), Body::empty(), false)
@@ -285,16 +292,12 @@ impl Ctx {
         };
         let frames = crate::nodes::ndjson::<ExecFrame>(Body::new(resp.into_body()))
             .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() }));
-        let stream = events(Box::pin(frames), false).map(Ok::<_, std::convert::Infallible>);
-        Response::builder()
-            .header("content-type", "application/connect+json")
-            .body(Body::from_stream(stream))
-            .unwrap_or_default()
+        stream_response(events(Box::pin(frames), false))
     }
 
     /// `Process/List`: the commands running in the sandbox.
     async fn list(&self) -> Result<Value, ConnectError> {
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
+        let conn = self.conn()?;
         let execs: Vec<proto::ExecInfo> =
             conn.call(Method::GET, &format!("/sandboxes/{}/execs", self.id), None::<&()>).await.map_err(from_api)?;
         let processes: Vec<Value> = execs
@@ -312,17 +315,21 @@ impl Ctx {
     }
 
     async fn node_post(&self, path: &str, body: Body, json: bool) -> Result<(), ConnectError> {
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
+        let conn = self.conn()?;
         conn.send(Method::POST, &format!("/sandboxes/{}/{path}", self.id), body, json).await.map_err(from_api)?;
         Ok(())
     }
 
+    /// Writes an input message (stdin or PTY bytes, base64) to command `pid`.
+    async fn write_input(&self, pid: i32, input: Input) -> Result<(), ConnectError> {
+        let data = input.stdin.or(input.pty).unwrap_or_default();
+        let bytes = B64.decode(data).map_err(|_| ConnectError::new(Code::InvalidArgument, "input is not base64"))?;
+        self.node_post(&format!("exec/{pid}/stdin"), Body::from(bytes), false).await
+    }
+
     async fn send_input(&self, body: &[u8]) -> Result<Value, ConnectError> {
         let req: SendInputRequest = connect::parse(body)?;
-        let pid = pid_of(&req.process)?;
-        let data = req.input.stdin.or(req.input.pty).unwrap_or_default();
-        let bytes = B64.decode(data).map_err(|_| ConnectError::new(Code::InvalidArgument, "input is not base64"))?;
-        self.node_post(&format!("exec/{pid}/stdin"), Body::from(bytes), false).await?;
+        self.write_input(pid_of(&req.process)?, req.input).await?;
         Ok(json!({}))
     }
 
@@ -347,11 +354,7 @@ impl Ctx {
                         pid = Some(pid_of(&start.process)?);
                     } else if let Some(d) = msg.data {
                         let pid = pid.ok_or_else(|| ConnectError::new(Code::InvalidArgument, "send `start` first"))?;
-                        let b64 = d.input.stdin.or(d.input.pty).unwrap_or_default();
-                        let bytes = B64
-                            .decode(b64)
-                            .map_err(|_| ConnectError::new(Code::InvalidArgument, "input is not base64"))?;
-                        self.node_post(&format!("exec/{pid}/stdin"), Body::from(bytes), false).await?;
+                        self.write_input(pid, d.input).await?;
                     }
                 }
             }

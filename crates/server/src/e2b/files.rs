@@ -87,23 +87,23 @@ impl Ctx {
         FileQuery { path: path.to_owned(), root: self.user_root, ..Default::default() }
     }
 
+    /// The node's path of file route `route` of this sandbox, with `q`.
+    pub(super) fn files_path(&self, route: &str, q: &FileQuery) -> Result<String, ConnectError> {
+        let qs = serde_urlencoded::to_string(q).map_err(|e| ConnectError::new(Code::Internal, e.to_string()))?;
+        Ok(format!("/sandboxes/{}/{route}?{qs}", self.id))
+    }
+
     async fn node_json<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         route: &str,
         q: &FileQuery,
     ) -> Result<T, ConnectError> {
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
-        let qs = serde_urlencoded::to_string(q).map_err(|e| ConnectError::new(Code::Internal, e.to_string()))?;
-        conn.call(method, &format!("/sandboxes/{}/{route}?{qs}", self.id), None::<&()>).await.map_err(from_api)
+        self.conn()?.call(method, &self.files_path(route, q)?, None::<&()>).await.map_err(from_api)
     }
 
     async fn node_do(&self, route: &str, q: &FileQuery) -> Result<(), ConnectError> {
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
-        let qs = serde_urlencoded::to_string(q).map_err(|e| ConnectError::new(Code::Internal, e.to_string()))?;
-        conn.call_empty(Method::POST, &format!("/sandboxes/{}/{route}?{qs}", self.id), None::<&()>)
-            .await
-            .map_err(from_api)
+        self.conn()?.call_empty(Method::POST, &self.files_path(route, q)?, None::<&()>).await.map_err(from_api)
     }
 
     async fn stat_entry(&self, path: &str) -> Result<FileEntry, ConnectError> {
@@ -180,12 +180,11 @@ impl Ctx {
             Ok(p) => p,
             Err(e) => return http_error(&e),
         };
-        let conn = match ctx.app.nodes.get(&ctx.node) {
-            Ok(c) => c,
-            Err(e) => return http_error(&from_api(e)),
+        let (conn, route) = match ctx.conn().and_then(|c| Ok((c, ctx.files_path("files", &ctx.query(&path))?))) {
+            Ok(x) => x,
+            Err(e) => return http_error(&e),
         };
-        let qs = serde_urlencoded::to_string(ctx.query(&path)).unwrap_or_default();
-        match conn.send(Method::GET, &format!("/sandboxes/{}/files?{qs}", ctx.id), Body::empty(), false).await {
+        match conn.send(Method::GET, &route, Body::empty(), false).await {
             Ok(resp) => Response::builder()
                 .header("content-type", "application/octet-stream")
                 .body(Body::new(resp.into_body()))
@@ -250,13 +249,8 @@ impl Ctx {
                 self.node_do("files/mkdir", &FileQuery { parents: Some(true), ..self.query(dir) }).await?;
             }
         }
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
-        let qs = serde_urlencoded::to_string(self.query(&path))
-            .map_err(|e| ConnectError::new(Code::Internal, e.to_string()))?;
-        let resp = conn
-            .send(Method::PUT, &format!("/sandboxes/{}/files?{qs}", self.id), Body::from(data), false)
-            .await
-            .map_err(from_api)?;
+        let route = self.files_path("files", &self.query(&path))?;
+        let resp = self.conn()?.send(Method::PUT, &route, Body::from(data), false).await.map_err(from_api)?;
         let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         serde_json::from_slice(&bytes).map_err(|e| ConnectError::new(Code::Internal, format!("node answer: {e}")))
     }

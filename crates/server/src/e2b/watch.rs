@@ -93,12 +93,8 @@ impl Ctx {
             path: path.clone(),
             ..Default::default()
         };
-        let qs = serde_urlencoded::to_string(&q).map_err(|e| ConnectError::new(Code::Internal, e.to_string()))?;
-        let conn = self.app.nodes.get(&self.node).map_err(from_api)?;
-        let resp = conn
-            .send(Method::GET, &format!("/sandboxes/{}/files/watch?{qs}", self.id), Body::empty(), false)
-            .await
-            .map_err(from_api)?;
+        let route = self.files_path("files/watch", &q)?;
+        let resp = self.conn()?.send(Method::GET, &route, Body::empty(), false).await.map_err(from_api)?;
         let events =
             crate::nodes::ndjson::<FileEvent>(Body::new(resp.into_body())).filter_map(|e| async move { e.ok() });
         Ok((path, events))
@@ -204,12 +200,7 @@ impl Ctx {
             }
             let _ = tx.send(bytes::Bytes::from(connect::end_stream(None))).await;
         });
-        Response::builder()
-            .header("content-type", "application/connect+json")
-            .body(Body::from_stream(
-                tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>),
-            ))
-            .unwrap_or_default()
+        super::envd::stream_response(tokio_stream::wrappers::ReceiverStream::new(rx))
     }
 }
 
