@@ -91,7 +91,13 @@ def test_pty_create_resize_input_and_kill(sandbox):
     text = out.decode(errors="replace")
     assert "30 100" in text and "/dev/pts/" in text, text
     other = sandbox.pty.create(PtySize(rows=24, cols=80), timeout=30)
-    assert sandbox.pty.kill(other.pid) is True
+    attached = sandbox.pty.connect(other.pid, timeout=30)
+    sandbox.pty.send_stdin(other.pid, b"echo again-$((2+2)); exit 0\n")
+    seen = bytearray()
+    attached.wait(on_pty=seen.extend)
+    assert "again-4" in seen.decode(errors="replace"), "an attached terminal's output is pty data"
+    last = sandbox.pty.create(PtySize(rows=24, cols=80), timeout=30)
+    assert sandbox.pty.kill(last.pid) is True
 
 
 def test_files_write_read_list_stat_move_remove(sandbox):

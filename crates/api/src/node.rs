@@ -20,6 +20,10 @@ pub const PORT_PATH_HEADER: &str = "x-reins-port-path";
 /// On the same route: relay raw bytes both ways instead of one HTTP request.
 pub const PORT_TUNNEL_HEADER: &str = "x-reins-port-tunnel";
 
+/// On the answer of `GET /node/v1/sandboxes/{id}/exec/{pid}/attach`: `1`
+/// when the command runs on a terminal (its output is the terminal's).
+pub const EXEC_PTY_HEADER: &str = "x-reins-exec-pty";
+
 /// `POST /node/v1/sandboxes`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateSandbox {

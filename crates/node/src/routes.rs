@@ -180,7 +180,7 @@ async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto
     // The proxy's variables first: the caller's own settings win.
     let mut env = node.net_env(&id);
     env.extend(req.env);
-    let (cmd, cwd) = (req.cmd.clone(), req.cwd.clone());
+    let (cmd, cwd, pty) = (req.cmd.clone(), req.cwd.clone(), req.pty.is_some());
     let request = ExecRequest {
         argv: req.cmd,
         env,
@@ -200,7 +200,7 @@ async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let timeout = Duration::from_millis(req.timeout_ms.max(1));
     let (frames, _) = tokio::sync::broadcast::channel(256);
-    let running = crate::state::RunningExec { control: control.clone(), cmd, cwd, frames };
+    let running = crate::state::RunningExec { control: control.clone(), cmd, cwd, pty, frames };
     tokio::spawn(pump(node, id, exec, running, tx, timeout));
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -308,7 +308,7 @@ async fn execs(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<p
 /// A running command's frames from now on, after a `Start`: its output goes
 /// to every attached caller as well as to the one that started it.
 async fn attach(State(node): Shared, Path((id, pid)): Path<(String, i32)>) -> Result<Response, ApiError> {
-    let mut frames = node.attach(&id, pid)?;
+    let (mut frames, pty) = node.attach(&id, pid)?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
         if tx.send(Ok(line(&ExecFrame::Start { pid }))).await.is_err() {
@@ -332,6 +332,7 @@ async fn attach(State(node): Shared, Path((id, pid)): Path<(String, i32)>) -> Re
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(proto::EXEC_PTY_HEADER, if pty { "1" } else { "0" })
         .body(Body::from_stream(ReceiverStream::new(rx)))
         .unwrap_or_default())
 }

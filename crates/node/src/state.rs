@@ -304,16 +304,16 @@ impl Node {
         list
     }
 
-    /// A live copy of a running command's frames from now on.
+    /// A live copy of a running command's frames from now on, and whether it runs on a terminal.
     pub(crate) fn attach(
         &self,
         sandbox: &str,
         pid: i32,
-    ) -> Result<tokio::sync::broadcast::Receiver<reins_api::node::ExecFrame>, ApiError> {
+    ) -> Result<(tokio::sync::broadcast::Receiver<reins_api::node::ExecFrame>, bool), ApiError> {
         self.lock()
             .execs
             .get(&(sandbox.to_owned(), pid))
-            .map(|r| r.frames.subscribe())
+            .map(|r| (r.frames.subscribe(), r.pty))
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no running command {pid}")))
     }
 
@@ -337,5 +337,6 @@ pub(crate) struct RunningExec {
     pub control: ExecControl,
     pub cmd: Vec<String>,
     pub cwd: Option<String>,
+    pub pty: bool,
     pub frames: tokio::sync::broadcast::Sender<reins_api::node::ExecFrame>,
 }

@@ -290,9 +290,11 @@ impl Ctx {
             Ok(r) => r,
             Err(e) => return unary_error(&from_api(e)),
         };
+        // A terminal's output is `pty` data, as at its start.
+        let pty = resp.headers().get(proto::EXEC_PTY_HEADER).is_some_and(|v| v == "1");
         let frames = crate::nodes::ndjson::<ExecFrame>(Body::new(resp.into_body()))
             .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() }));
-        stream_response(events(Box::pin(frames), false))
+        stream_response(events(Box::pin(frames), pty))
     }
 
     /// `Process/List`: the commands running in the sandbox.
