@@ -242,11 +242,10 @@ async fn measure(api: &Arc<Api>, args: &AgentBench) -> Result<Report> {
 }
 
 fn print(r: &Report) {
-    let s = |x: &Summary| format!("p50 {:.2} ms  p90 {:.2}  p99 {:.2}  (n={})", x.p50, x.p90, x.p99, x.n);
     let verdict = if r.step_overhead_ms.p50 <= 5.0 { "met" } else { "NOT met" };
-    println!("harness overhead per step (model answers at once): {}", s(&r.step_overhead_ms));
+    println!("harness overhead per step (model answers at once): {}", r.step_overhead_ms);
     println!("  target p50 ≤ 5 ms: {verdict}");
-    println!("  reference, the step's command alone via POST …/exec: {}", s(&r.exec_api_ms));
+    println!("  reference, the step's command alone via POST …/exec: {}", r.exec_api_ms);
     if r.concurrent_sessions > 0 {
         println!(
             "{} concurrent sessions × {} steps, model {} ms: {:.0} steps/s in {:.1} s, {} errors",
@@ -257,6 +256,6 @@ fn print(r: &Report) {
             r.concurrent_wall_s,
             r.concurrent_errors
         );
-        println!("  step overhead under load: {}", s(&r.concurrent_step_overhead_ms));
+        println!("  step overhead under load: {}", r.concurrent_step_overhead_ms);
     }
 }

@@ -126,14 +126,13 @@ pub async fn run(data_dir: &Path, args: E2bBench) -> Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let f = |x: &Summary| format!("p50 {:.2} ms  p90 {:.2}  p99 {:.2}  (n={})", x.p50, x.p90, x.p99, x.n);
         println!("E2B Python SDK {} against Reins over loopback", report.e2b_version);
-        println!("create + commands.run(echo) + kill: {}", f(&report.cycle_ms));
+        println!("create + commands.run(echo) + kill: {}", report.cycle_ms);
         println!("  goal p50 ≤ 20 ms: {}", if report.cycle_ms.p50 <= 20.0 { "met" } else { "NOT met" });
-        println!("  create {}", f(&report.create_ms));
-        println!("  run    {}", f(&report.run_ms));
-        println!("  kill   {}", f(&report.kill_ms));
-        println!("commands.run(echo) on a running sandbox: {}", f(&report.run_alone_ms));
+        println!("  create {}", report.create_ms);
+        println!("  run    {}", report.run_ms);
+        println!("  kill   {}", report.kill_ms);
+        println!("commands.run(echo) on a running sandbox: {}", report.run_alone_ms);
     }
     Ok(0)
 }

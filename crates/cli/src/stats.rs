@@ -27,6 +27,13 @@ impl Summary {
     }
 }
 
+impl std::fmt::Display for Summary {
+    /// `p50 1.23 ms  p90 …  p99 …  (n=…)`, for the benches' human output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {:.2} ms  p90 {:.2}  p99 {:.2}  (n={})", self.p50, self.p90, self.p99, self.n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,11 @@ pub fn session_view(row: SessionRow) -> Session {
     }
 }
 
+/// The caller's agent by id or name; another tenant's is a 404.
+async fn agent(app: &App, auth: &Auth, id: &str) -> Result<AgentRow, ApiError> {
+    app.store.agent(auth.tenant(), id).await.map_err(ApiError::or_not_found("agent"))
+}
+
 /// Checks a definition, including that its secret and skills exist for the tenant.
 async fn check(app: &App, tenant: &str, spec: &AgentSpec) -> Result<String, ApiError> {
     settings::validate(spec)?;
@@ -83,7 +88,7 @@ pub async fn update(
     Path(id): Path<String>,
     Body(spec): Body<AgentSpec>,
 ) -> Result<Json<Agent>, ApiError> {
-    let current = app.store.agent(auth.tenant(), &id).await.map_err(ApiError::or_not_found("agent"))?;
+    let current = agent(&app, &auth, &id).await?;
     if spec.name != current.name {
         return Err(ApiError::bad_request("an agent's name cannot change; create a new agent"));
     }
@@ -103,7 +108,7 @@ pub async fn list(State(app): Shared, auth: Auth) -> Result<Json<List<Agent>>, A
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", params(("id" = String, Path, description = "Id or name")),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
 pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<Agent>, ApiError> {
-    let row = app.store.agent(auth.tenant(), &id).await.map_err(ApiError::or_not_found("agent"))?;
+    let row = agent(&app, &auth, &id).await?;
     Ok(Json(agent_view(row)?))
 }
 
@@ -111,7 +116,7 @@ pub async fn get(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Resu
     responses((status = 204, description = "Deleted with its sessions and its volume"), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn delete(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let row = app.store.agent(auth.tenant(), &id).await.map_err(ApiError::or_not_found("agent"))?;
+    let row = agent(&app, &auth, &id).await?;
     for s in app.store.sessions(auth.tenant(), Some(&row.id)).await? {
         app.harness.cancel_local(&s.id);
         if let Some(sb) = &s.sandbox_id {
@@ -134,7 +139,7 @@ pub async fn create_session(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    let agent = app.store.agent(auth.tenant(), &id).await.map_err(ApiError::or_not_found("agent"))?;
+    let agent = agent(&app, &auth, &id).await?;
     let row = app.store.create_session(auth.tenant(), &agent.id).await?;
     Ok((StatusCode::CREATED, Json(session_view(row))))
 }
@@ -146,7 +151,7 @@ pub async fn list_sessions(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<List<Session>>, ApiError> {
-    let agent = app.store.agent(auth.tenant(), &id).await.map_err(ApiError::or_not_found("agent"))?;
+    let agent = agent(&app, &auth, &id).await?;
     let rows = app.store.sessions(auth.tenant(), Some(&agent.id)).await?;
     Ok(Json(List { items: rows.into_iter().map(session_view).collect() }))
 }
