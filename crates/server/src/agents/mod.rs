@@ -177,7 +177,7 @@ async fn drive_inner(
         Ok(s) => s,
         Err(message) => return fail_turn(&journal, &mut replay, "agent_unusable", message).await,
     };
-    let ws = SessionWorkspace::new(Arc::clone(app), lease.clone(), session.tenant_id.clone(), agent.id.clone(), spec);
+    let ws = SessionWorkspace::new(Arc::clone(app), lease.clone(), &agent, spec);
     let ending = turn::drive(&settings, &journal, &ws, &mut replay).await;
     ws.release().await;
     ending

@@ -29,14 +29,24 @@ pub struct SessionWorkspace {
     pub lease: Lease,
     pub tenant: String,
     pub agent_id: String,
+    /// The node holding the agent's volume, as the drive read the agent.
+    volume_node: Option<String>,
     pub spec: AgentSpec,
     /// (sandbox id, node id) once made.
     sandbox: Mutex<Option<(String, String)>>,
 }
 
 impl SessionWorkspace {
-    pub fn new(app: Arc<App>, lease: Lease, tenant: String, agent_id: String, spec: AgentSpec) -> Self {
-        Self { app, lease, tenant, agent_id, spec, sandbox: Mutex::new(None) }
+    pub fn new(app: Arc<App>, lease: Lease, agent: &reins_store::AgentRow, spec: AgentSpec) -> Self {
+        Self {
+            app,
+            lease,
+            tenant: agent.tenant_id.clone(),
+            agent_id: agent.id.clone(),
+            volume_node: agent.volume_node.clone(),
+            spec,
+            sandbox: Mutex::new(None),
+        }
     }
 
     /// The session's sandbox, made if needed. A node that cannot take it
@@ -108,11 +118,11 @@ impl SessionWorkspace {
         Ok((row.id, row.node_id))
     }
 
-    /// The node holding the agent's volume (chosen at its first sandbox).
+    /// The node holding the agent's volume (chosen at its first sandbox; a
+    /// concurrent first choice by another session wins the claim).
     async fn volume_node(&self, memory: u64) -> Result<String, ApiError> {
-        let agent = self.app.store.agent(&self.tenant, &self.agent_id).await?;
-        if let Some(node) = agent.volume_node {
-            return Ok(node);
+        if let Some(node) = &self.volume_node {
+            return Ok(node.clone());
         }
         let node = self.app.nodes.pick(memory)?;
         Ok(self.app.store.claim_volume_node(&self.agent_id, &node.id).await?)
