@@ -130,7 +130,7 @@ async fn fail(journal: &impl Journal, replay: &mut Replay, code: &str, message: 
 /// A budget the next model call would pass, as (reason, message).
 fn over_budget(s: &Settings, journal: &impl Journal, replay: &Replay, step: u32) -> Option<(&'static str, String)> {
     let (steps, usage) = replay.turn_usage();
-    let started = replay.turn().and_then(|t| t.first()).map_or(0, |e| e.at_ms);
+    let started = turn_started_ms(replay);
     if step == 1 {
         if let Some(max) = s.max_turns.filter(|m| replay.turns() > *m) {
             return Some(("max_turns", format!("the session reached its budget of {max} turns")));
@@ -151,9 +151,14 @@ fn over_budget(s: &Settings, journal: &impl Journal, replay: &Replay, step: u32)
     None
 }
 
+/// When the open turn's message was logged.
+fn turn_started_ms(replay: &Replay) -> i64 {
+    replay.turn().and_then(|t| t.first()).map_or(0, |e| e.at_ms)
+}
+
 /// Time left in the turn's wall-time budget.
 fn time_left(s: &Settings, journal: &impl Journal, replay: &Replay) -> Duration {
-    let started = replay.turn().and_then(|t| t.first()).map_or(0, |e| e.at_ms);
+    let started = turn_started_ms(replay);
     let left = s.turn_time.as_millis() as i64 - (journal.now_ms() - started);
     Duration::from_millis(left.max(0) as u64)
 }
