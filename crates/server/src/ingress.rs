@@ -281,11 +281,7 @@ pub async fn by_host(State(app): Shared, req: Request, next: axum::middleware::N
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
     if let Some((port, id)) = host.and_then(|h| parse_host(h, &app.limits.sandbox_domain)) {
         let id = id.to_owned();
-        if port == crate::e2b::envd::ENVD_PORT {
-            return crate::e2b::envd::serve(&app, &id, req).await;
-        }
-        let path = req.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
-        return forward(&app, &id, port, path, req).await;
+        return crate::e2b::to_sandbox(&app, &id, port, req).await;
     }
     next.run(req).await
 }

@@ -45,9 +45,15 @@ pub async fn by_header(State(app): State<Arc<App>>, req: Request, next: axum::mi
         .and_then(|v| v.to_str().ok())
         .and_then(|p| p.trim().parse::<u16>().ok())
         .unwrap_or(envd::ENVD_PORT);
+    to_sandbox(&app, &id, port, req).await
+}
+
+/// A request for `port` of sandbox `id`, however it was addressed: envd's
+/// port is served here, any other is the sandbox's own (ingress).
+pub async fn to_sandbox(app: &Arc<App>, id: &str, port: u16, req: Request) -> Response {
     if port == envd::ENVD_PORT {
-        return envd::serve(&app, &id, req).await;
+        return envd::serve(app, id, req).await;
     }
     let path = req.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
-    crate::ingress::forward(&app, &id, port, path, req).await
+    crate::ingress::forward(app, id, port, path, req).await
 }
