@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reins_guest::proto::{self, Event, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::MsgFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -49,6 +52,32 @@ async fn read_event(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> R
     buf.resize(len, 0);
     r.read_exact(buf).await.map_err(|e| Error::Protocol(e.to_string()))?;
     proto::decode(buf).map(Some).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Receives the child's first byte and, when set-up went well, the handle
+/// on its writable layer that comes with it (see `setup::child_main`).
+pub(crate) async fn layer_handle(stream: &UnixStream, limit: Duration) -> Result<Option<OwnedFd>, Error> {
+    let recv = async {
+        loop {
+            stream.readable().await.map_err(|e| Error::Protocol(e.to_string()))?;
+            let got = stream.try_io(Interest::READABLE, || {
+                let mut byte = [0u8; 1];
+                crate::ns::fdpass::recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT)
+                    .map(|(n, fds)| (n, byte[0], fds))
+                    .map_err(std::io::Error::from)
+            });
+            match got {
+                Ok((0, _, _)) => return Ok(None),
+                Ok((_, 1, fds)) => return Ok(fds.into_iter().next()),
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Error::Protocol(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(limit, recv)
+        .await
+        .map_err(|_| Error::Setup(format!("the sandbox did not start within {limit:?}")))?
 }
 
 /// Waits for the guest's first event: `Ready`, or the reason set-up failed.

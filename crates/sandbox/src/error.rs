@@ -25,6 +25,10 @@ pub enum Error {
     #[error("no capacity: {0}")]
     Capacity(String),
 
+    /// Capturing or using a snapshot layer failed.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
+
     /// The sandbox ended (destroyed, killed, or out of time).
     #[error("the sandbox is gone")]
     Gone,

@@ -16,6 +16,7 @@ mod conn;
 mod embryo;
 mod error;
 mod exec;
+pub mod layer;
 pub mod ns;
 mod runtime;
 mod sandbox;

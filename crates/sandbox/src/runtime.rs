@@ -160,6 +160,13 @@ impl Runtime {
                 idmap: v.idmap,
             });
         }
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for l in &spec.layers {
+            if !l.is_dir() {
+                return Err(Error::Invalid(format!("snapshot layer {} is missing", l.display())));
+            }
+            layers.push(l.to_string_lossy().into_owned());
+        }
         self.inner.bury();
         let rootfs = template.rootfs.to_string_lossy().into_owned();
         let request = |slot: &Slot, cgroup_procs: Vec<String>| SpawnRequest {
@@ -170,6 +177,7 @@ impl Runtime {
             cgroup_procs,
             mount_dir: self.inner.mount_dir.to_string_lossy().into_owned(),
             skeleton: self.inner.skeleton(slot).to_string_lossy().into_owned(),
+            layers: layers.clone(),
         };
         if let Some(mut embryo) = self.inner.take_embryo() {
             if let Err(e) = self.inner.limit(&mut embryo.slot, &spec.limits) {

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::conn::{handshake, Conn, Events};
+use crate::conn::{handshake, layer_handle, Conn, Events};
 use crate::exec::{Exec, ExecRequest, User};
 use crate::runtime::Inner;
 use crate::slots::Slot;
@@ -61,6 +61,10 @@ pub struct Sandbox {
     timer: Option<JoinHandle<()>>,
     timed_out: Arc<AtomicBool>,
     env: Vec<(String, String)>,
+    /// `O_PATH` handle on the tmpfs holding the writable layer (`upper/`).
+    layer: Arc<OwnedFd>,
+    /// Frozen by [`Sandbox::pause`].
+    paused: AtomicBool,
     life: Option<(Arc<Pidfd>, Slot)>,
 }
 
@@ -83,7 +87,15 @@ impl Sandbox {
                 return Err(Error::Helper(format!("registering pidfd: {e}")));
             }
         };
-        let (conn, reader) = match handshake(stream, inner.start_timeout()).await {
+        let started = async {
+            let layer = layer_handle(&stream, inner.start_timeout()).await?;
+            let (conn, reader) = handshake(stream, inner.start_timeout()).await?;
+            match layer {
+                Some(layer) => Ok((conn, reader, layer)),
+                None => Err(Error::Protocol("the sandbox sent no handle on its writable layer".into())),
+            }
+        };
+        let (conn, reader, layer) = match started.await {
             Ok(ok) => ok,
             Err(e) => {
                 pidfd.kill();
@@ -108,7 +120,19 @@ impl Sandbox {
         });
         let env = spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
         let id = format!("sb{}x{}", slot.index, pid);
-        Ok(Self { id, pid, inner, conn, reader, timer, timed_out, env, life: Some((pidfd, slot)) })
+        Ok(Self {
+            id,
+            pid,
+            inner,
+            conn,
+            reader,
+            timer,
+            timed_out,
+            env,
+            layer: Arc::new(layer),
+            paused: AtomicBool::new(false),
+            life: Some((pidfd, slot)),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -290,12 +314,55 @@ impl Sandbox {
     /// Freezes every process of the sandbox.
     pub fn pause(&self) -> Result<(), Error> {
         let slot = self.slot().ok_or(Error::Gone)?;
-        self.inner.cgroups.freeze(slot, true)
+        self.inner.cgroups.freeze(slot, true)?;
+        self.paused.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn resume(&self) -> Result<(), Error> {
         let slot = self.slot().ok_or(Error::Gone)?;
-        self.inner.cgroups.freeze(slot, false)
+        self.inner.cgroups.freeze(slot, false)?;
+        self.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Replaces the environment every command starts with (a sandbox taken
+    /// from a warm pool gets its creator's).
+    pub fn set_env(&mut self, env: &[reins_types::EnvVar]) {
+        self.env = env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    }
+
+    /// Copies the sandbox's writable layer into the new directory `dst` as a
+    /// snapshot layer ([`crate::layer`]): owners become inner ids. The
+    /// sandbox is frozen meanwhile (and stays so if it was paused), so the
+    /// copy is consistent and nothing inside can race the walk.
+    pub async fn capture(&self, dst: std::path::PathBuf) -> Result<crate::layer::LayerStats, Error> {
+        let (slot, id_base) = match &self.life {
+            Some((_, s)) => (s.index, s.id_base()),
+            None => return Err(Error::Gone),
+        };
+        if dst.symlink_metadata().is_ok() {
+            return Err(Error::Snapshot(format!("{} exists already", dst.display())));
+        }
+        self.inner.cgroups.freeze(slot, true)?;
+        let layer = Arc::clone(&self.layer);
+        let copied = tokio::task::spawn_blocking(move || {
+            let upper = std::path::PathBuf::from(format!("/proc/self/fd/{}/upper", layer.as_raw_fd()));
+            let copied = crate::layer::capture(&upper, &dst, id_base);
+            if copied.is_err() {
+                let _ = std::fs::remove_dir_all(&dst);
+            }
+            copied
+        })
+        .await;
+        if !self.paused.load(Ordering::SeqCst) {
+            self.inner.cgroups.freeze(slot, false)?;
+        }
+        match copied {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(e)) => Err(Error::Snapshot(e.to_string())),
+            Err(e) => Err(Error::Snapshot(e.to_string())),
+        }
     }
 
     /// Kills every process of the sandbox now, without waiting; requests in

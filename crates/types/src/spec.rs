@@ -100,6 +100,12 @@ pub struct SandboxSpec {
     pub volumes: Vec<Volume>,
     /// Lifetime after which the sandbox is destroyed; `None` means no limit.
     pub timeout: Option<Duration>,
+    /// Read-only layers between the writable layer and the template, top
+    /// first: directories written by `Sandbox::capture` (a snapshot), whose
+    /// files carry the sandbox's inner ids. Host paths: a node fills them in
+    /// from snapshot ids and never accepts them from the control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<std::path::PathBuf>,
 }
 
 impl Default for SandboxSpec {
@@ -110,6 +116,7 @@ impl Default for SandboxSpec {
             env: Vec::new(),
             volumes: Vec::new(),
             timeout: None,
+            layers: Vec::new(),
         }
     }
 }

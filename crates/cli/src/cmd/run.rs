@@ -93,6 +93,7 @@ impl RunArgs {
             env: self.env.clone(),
             volumes: self.volumes.clone(),
             timeout: self.timeout,
+            layers: Vec::new(),
         }
     }
 }

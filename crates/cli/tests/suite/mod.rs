@@ -8,6 +8,7 @@ mod files;
 mod lifecycle;
 mod resources;
 mod security;
+mod snapshots;
 mod templates;
 
 use std::path::PathBuf;

@@ -57,6 +57,10 @@ pub struct SpawnRequest {
     pub mount_dir: String,
     /// The slot's skeleton layer (built on first use, then reused).
     pub skeleton: String,
+    /// Snapshot layers between the writable layer and the skeleton, top
+    /// first, with inner ids: mounted read-only and id-mapped.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// What the host asks a zygote.

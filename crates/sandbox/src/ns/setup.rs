@@ -18,6 +18,7 @@ use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::socket::MsgFlags;
@@ -60,6 +61,12 @@ pub fn child_main(ctl: OwnedFd, net: OwnedFd, filter: &Filter, cgroups: Option<V
         exit(1);
     }
     std::mem::forget(guest);
+    // First on the socket, one byte: 1 with a handle on the writable layer's
+    // file system (for snapshots), 0 when set-up failed.
+    let result = match result {
+        Ok(layer) => send_layer(Some(&layer)).map(|()| drop(layer)),
+        Err(e) => send_layer(None).and(Err(e)),
+    };
     quiet_stdio();
     // SAFETY: closes every descriptor above the guest socket; none is used afterwards.
     unsafe { libc::syscall(libc::SYS_close_range, GUEST_FD as u32 + 1, u32::MAX, 0u32) };
@@ -74,6 +81,15 @@ pub fn child_main(ctl: OwnedFd, net: OwnedFd, filter: &Filter, cgroups: Option<V
         Err(_) => 1,
     };
     exit(code)
+}
+
+/// Sends the host the handle on the writable layer (see `child_main`).
+fn send_layer(layer: Option<&OwnedFd>) -> Result<(), String> {
+    let sent = match layer {
+        Some(fd) => super::fdpass::send(GUEST_FD, &[1], &[fd.as_raw_fd()]),
+        None => super::fdpass::send(GUEST_FD, &[0], &[]),
+    };
+    sent.map_err(|e| format!("handing over the writable layer: {e}"))
 }
 
 /// Moves this process into the given cgroups (`cgroup.procs` files).
@@ -123,8 +139,10 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<(), String> {
-    let root = build_root(req)?;
+/// Builds and enters the sandbox; returns an `O_PATH` handle on the
+/// writable layer's file system (a tmpfs the sandbox cannot reach).
+fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<OwnedFd, String> {
+    let (root, layer) = build_root(req)?;
     // No command runs before this process is in its slot's cgroups, and the
     // cgroup namespace is rooted there. (Joined before leaving the host's tree.)
     if !in_cgroups {
@@ -138,7 +156,8 @@ fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<(), 
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    filter.apply().map_err(|e| format!("seccomp: {e}"))
+    filter.apply().map_err(|e| format!("seccomp: {e}"))?;
+    Ok(layer)
 }
 
 /// Empties the capability bounding and ambient sets, so no command can ever
@@ -239,8 +258,9 @@ fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, dat
         .map_err(|e| format!("mounting {} on {}: {e}", src.unwrap_or("-"), target.display()))
 }
 
-/// Mounts the sandbox's root; returns where it is (still in the host's tree).
-fn build_root(req: &SpawnRequest) -> Result<PathBuf, String> {
+/// Mounts the sandbox's root; returns where it is (still in the host's
+/// tree) and a handle on the tmpfs holding the writable layer.
+fn build_root(req: &SpawnRequest) -> Result<(PathBuf, OwnedFd), String> {
     let base = Path::new(&req.mount_dir);
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let opts = format!("size={},mode=0755", req.disk_bytes);
@@ -249,6 +269,10 @@ fn build_root(req: &SpawnRequest) -> Result<PathBuf, String> {
     for d in [&upper, &work, &root] {
         mkdir(d, 0o755)?;
     }
+    let layer = nix::fcntl::open(base, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("opening the writable layer: {e}"))?;
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let layer = unsafe { OwnedFd::from_raw_fd(layer) };
     // The writable layer's root is the overlay's root: owned by root inside.
     let id = Some(req.id_base);
     chown(&upper, id.map(Uid::from_raw), id.map(Gid::from_raw)).map_err(|e| format!("chown upper: {e}"))?;
@@ -258,25 +282,45 @@ fn build_root(req: &SpawnRequest) -> Result<PathBuf, String> {
         let rel = b.target.trim_start_matches('/');
         fs::create_dir_all(upper.join(rel)).map_err(|e| format!("creating mount point {}: {e}", b.target))?;
     }
-    let opts =
-        format!("lowerdir={}:{},upperdir={},workdir={}", skel.display(), req.rootfs, upper.display(), work.display());
+    let mut userns = None;
+    let mut lower = String::new();
+    if !req.layers.is_empty() {
+        // The id map needs a proc of this PID namespace; the overlay's own comes later.
+        let proc = base.join("proc");
+        mkdir(&proc, 0o555)?;
+        m(Some("proc"), &proc, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+        let ns = super::idmap::userns(req.id_base, &proc)?;
+        for (i, layer) in req.layers.iter().enumerate() {
+            let target = format!("l{i}");
+            mkdir(&base.join(&target), 0o755)?;
+            let b = Bind { host: layer.clone(), target, read_only: true, idmap: true };
+            super::idmap::bind(&b, base, &ns)?;
+            lower.push_str(&format!("{}:", base.join(&b.target).display()));
+        }
+        userns = Some(ns);
+    }
+    let opts = format!(
+        "lowerdir={lower}{}:{},upperdir={},workdir={}",
+        skel.display(),
+        req.rootfs,
+        upper.display(),
+        work.display()
+    );
     m(Some("overlay"), &root, Some("overlay"), MsFlags::MS_NOSUID, Some(&opts))?;
     let pts = "newinstance,ptmxmode=0666,mode=0620";
     m(Some("devpts"), &root.join("dev/pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m(Some("proc"), &root.join("proc"), Some("proc"), proc_flags, None)?;
-    let userns = if req.binds.iter().any(|b| b.idmap) {
-        Some(super::idmap::userns(req.id_base, &root.join("proc"))?)
-    } else {
-        None
-    };
+    if userns.is_none() && req.binds.iter().any(|b| b.idmap) {
+        userns = Some(super::idmap::userns(req.id_base, &root.join("proc"))?);
+    }
     for b in &req.binds {
         match &userns {
             Some(ns) if b.idmap => super::idmap::bind(b, &root, ns)?,
             _ => bind(b, &root)?,
         }
     }
-    Ok(root)
+    Ok((root, layer))
 }
 
 /// The slot's skeleton: a small read-only layer on top of the template with

@@ -85,7 +85,7 @@ pub fn validate(app: &App, req: &CreateSandbox) -> Result<(SandboxSpec, Duration
         Some(s) => timeout(app, s)?,
         None => app.limits.default_timeout,
     };
-    Ok((SandboxSpec { template, limits, env, volumes: Vec::new(), timeout: None }, timeout))
+    Ok((SandboxSpec { template, limits, env, volumes: Vec::new(), timeout: None, layers: Vec::new() }, timeout))
 }
 
 fn bounded(v: u64, max: u64, what: &str) -> Result<u64, ApiError> {
