@@ -38,6 +38,51 @@ pub struct CreateSandbox {
     /// The node's own directories to mount: agent volumes and skill bundles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Start from this snapshot of the node (its layers under the writable one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Hibernate after this long without activity (no command, stream,
+    /// file request or ingress traffic); the next request wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// `POST /node/v1/sandboxes/{id}/snapshots`: capture the sandbox's files as snapshot `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeSnapshot {
+    pub id: String,
+}
+
+/// A snapshot a node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    /// Bytes of files its capture wrote (the new layer, or the merged one).
+    pub bytes: u64,
+    /// Layers it stacks (merged into one beyond a depth).
+    pub layers: u32,
+}
+
+/// One warm pool: `PUT /node/v1/pools` takes the whole list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub template: String,
+    pub limits: reins_types::Limits,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// A pool as a node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub template: String,
+    pub limits: reins_types::Limits,
+    /// Started, never used, ready to be claimed.
+    pub ready: u32,
+    /// How many it keeps ready now (between min and max, from the claim rate).
+    pub target: u32,
+    /// Claims since the node started.
+    pub claims: u64,
 }
 
 /// A directory the node keeps, mounted into a sandbox.
@@ -68,6 +113,12 @@ pub struct Status {
     pub sandboxes: Vec<String>,
     /// Memory promised to running sandboxes (sum of their limits).
     pub memory_reserved_bytes: u64,
+    /// Of `sandboxes`, those hibernated (files kept, no process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hibernated: Vec<String>,
+    /// Warm pools and how full they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
     /// Egress proxy totals since the node started.
     #[serde(default)]
     pub egress: EgressCounters,
@@ -105,6 +156,9 @@ pub struct EgressCounters {
 pub struct Capacity {
     pub max_sandboxes: u32,
     pub memory_bytes: u64,
+    /// Sum of the pids limits it accepts.
+    #[serde(default)]
+    pub pids: u64,
     pub cpus: u32,
 }
 
@@ -137,7 +191,7 @@ pub enum ExecFrame {
 }
 
 /// `GET /node/v1/sandboxes/{id}/metrics`: a sample of a sandbox's use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SandboxMetrics {
     /// CPUs busy on average over the sample (0.5 = half of one CPU).
     pub cpus_used: f64,

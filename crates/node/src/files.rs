@@ -65,7 +65,7 @@ async fn download(
     Path(id): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> Result<Response, ApiError> {
-    let sandbox = node.get(&id)?;
+    let sandbox = node.get(&id).await?;
     let who = user(&q);
     // The first piece is read before answering, so a missing file is a clean 404.
     let (first, eof) = sandbox.read_file(who, &q.path, 0, PIECE as u64).await?;
@@ -102,7 +102,7 @@ async fn upload(
     Query(q): Query<FileQuery>,
     body: Body,
 ) -> Result<Json<FileEntry>, ApiError> {
-    let sandbox = node.get(&id)?;
+    let sandbox = node.get(&id).await?;
     let who = user(&q);
     let tmp = temp_name(&q.path)?;
     let written = write_all(&sandbox, who, &tmp, body).await;
@@ -158,7 +158,7 @@ async fn list(
     Query(q): Query<FileQuery>,
 ) -> Result<Json<Vec<FileEntry>>, ApiError> {
     let depth = q.depth.unwrap_or(1).clamp(1, 16);
-    let entries = node.get(&id)?.list(user(&q), &q.path, depth).await?;
+    let entries = node.get(&id).await?.list(user(&q), &q.path, depth).await?;
     Ok(Json(entries.into_iter().map(entry).collect()))
 }
 
@@ -167,7 +167,7 @@ async fn stat(
     Path(id): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> Result<Json<FileEntry>, ApiError> {
-    Ok(Json(entry(node.get(&id)?.stat(user(&q), &q.path).await?)))
+    Ok(Json(entry(node.get(&id).await?.stat(user(&q), &q.path).await?)))
 }
 
 async fn mkdir(
@@ -175,7 +175,7 @@ async fn mkdir(
     Path(id): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> Result<StatusCode, ApiError> {
-    node.get(&id)?.mkdir(user(&q), &q.path, q.parents.unwrap_or(false)).await?;
+    node.get(&id).await?.mkdir(user(&q), &q.path, q.parents.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,7 +184,7 @@ async fn remove(
     Path(id): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> Result<StatusCode, ApiError> {
-    node.get(&id)?.remove(user(&q), &q.path, q.recursive.unwrap_or(false)).await?;
+    node.get(&id).await?.remove(user(&q), &q.path, q.recursive.unwrap_or(false)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -194,7 +194,7 @@ async fn rename(
     Query(q): Query<FileQuery>,
 ) -> Result<StatusCode, ApiError> {
     let to = q.to.as_deref().ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "missing `to`"))?;
-    node.get(&id)?.rename(user(&q), &q.path, to).await?;
+    node.get(&id).await?.rename(user(&q), &q.path, to).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,9 +202,11 @@ async fn rename(
 /// until the caller goes away or the sandbox ends. The watch is set up
 /// before answering, so a missing directory is a clean 404.
 async fn watch(State(node): Shared, Path(id): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
-    let mut watch = node.get(&id)?.watch(&q.path, q.recursive.unwrap_or(false)).await?;
+    let mut watch = node.get(&id).await?.watch(&q.path, q.recursive.unwrap_or(false)).await?;
+    let hold = node.hold(&id);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
+        let _hold = hold;
         loop {
             tokio::select! {
                 ev = watch.next() => {

@@ -13,10 +13,13 @@ mod dial;
 mod error;
 mod files;
 mod identity;
+mod lifecycle;
 mod mounts;
 mod net;
+mod pools;
 mod ports;
 mod routes;
+mod snapshots;
 mod state;
 
 pub use dial::serve;

@@ -24,7 +24,7 @@ use crate::state::Node;
 const HOP_BY_HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
 
 async fn connect(node: &Node, id: &str, port: u16) -> Result<TcpStream, ApiError> {
-    let sandbox = node.get(id)?;
+    let sandbox = node.get(id).await?;
     let sock = sandbox.tcp_socket(false).await?;
     drop(sandbox);
     let s = sock.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.map_err(|e| {
@@ -48,13 +48,15 @@ pub async fn forward(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "port must be 1 to 65535"));
     }
     let stream = connect(&node, &id, port).await?;
+    // Open traffic keeps the sandbox from hibernating.
+    let hold = node.hold(&id);
     if req.headers().contains_key(PORT_TUNNEL_HEADER) {
-        return Ok(tunnel(stream, req.into_body()));
+        return Ok(tunnel(stream, req.into_body(), hold));
     }
     relay(stream, req).await
 }
 
-fn tunnel(stream: TcpStream, body: Body) -> Response {
+fn tunnel(stream: TcpStream, body: Body, hold: Option<crate::state::Hold>) -> Response {
     let (mut rd, mut wr) = stream.into_split();
     tokio::spawn(async move {
         let mut data = body.into_data_stream();
@@ -66,6 +68,7 @@ fn tunnel(stream: TcpStream, body: Body) -> Response {
         let _ = wr.shutdown().await;
     });
     let out = async_stream_bytes(move |tx| async move {
+        let _hold = hold;
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match rd.read(&mut buf).await {

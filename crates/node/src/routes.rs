@@ -28,6 +28,9 @@ pub fn router(node: Arc<Node>) -> Router {
     let sandbox = Router::new()
         .route("/", axum::routing::delete(destroy))
         .route("/pause", post(pause))
+        .route("/hibernate", post(hibernate))
+        .route("/wake", post(wake))
+        .route("/snapshots", post(snapshot))
         .route("/resume", post(resume))
         .route("/network", axum::routing::put(set_network))
         .route("/ports/{port}", axum::routing::any(crate::ports::forward))
@@ -47,6 +50,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/templates/{name}", axum::routing::delete(delete_template).put(import_template))
         .route("/skills/{sha}", get(has_skill).put(put_skill))
         .route("/volumes/{name}", axum::routing::delete(delete_volume))
+        .route("/snapshots/{sid}", get(snapshot_info).delete(delete_snapshot))
+        .route("/pools", axum::routing::put(set_pools))
         .nest("/sandboxes/{id}", sandbox)
         .with_state(node);
     Router::new().nest(proto::PREFIX, routes)
@@ -57,7 +62,7 @@ async fn status(State(node): Shared) -> Json<proto::Status> {
 }
 
 async fn create(State(node): Shared, Json(req): Json<proto::CreateSandbox>) -> Result<StatusCode, ApiError> {
-    node.create(req.id, req.spec, req.network, &req.mounts).await?;
+    node.create(req).await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -170,13 +175,45 @@ async fn pause(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn hibernate(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    node.hibernate(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wake(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    node.get(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn snapshot(
+    State(node): Shared,
+    Path(id): Path<String>,
+    Json(req): Json<proto::TakeSnapshot>,
+) -> Result<(StatusCode, Json<proto::SnapshotInfo>), ApiError> {
+    Ok((StatusCode::CREATED, Json(node.snapshot(&id, &req.id).await?)))
+}
+
+async fn snapshot_info(State(node): Shared, Path(sid): Path<String>) -> Result<Json<proto::SnapshotInfo>, ApiError> {
+    Ok(Json(node.snapshots.info(&sid)?))
+}
+
+async fn delete_snapshot(State(node): Shared, Path(sid): Path<String>) -> Result<StatusCode, ApiError> {
+    node.delete_snapshot(&sid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_pools(State(node): Shared, Json(pools): Json<Vec<proto::PoolSpec>>) -> Result<StatusCode, ApiError> {
+    node.set_pools(pools)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn resume(State(node): Shared, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     node.set_paused(&id, false)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn exec(State(node): Shared, Path(id): Path<String>, Json(req): Json<proto::Exec>) -> Result<Response, ApiError> {
-    let sandbox = node.get(&id)?;
+    let sandbox = node.get(&id).await?;
     // The proxy's variables first: the caller's own settings win.
     let mut env = node.net_env(&id);
     env.extend(req.env);
@@ -277,8 +314,9 @@ async fn pump(
 }
 
 /// A sample over 200 ms of the sandbox's CPU, and its memory and disk now.
+/// A hibernated sandbox is not woken for this: it uses nothing (all zeros).
 async fn metrics(State(node): Shared, Path(id): Path<String>) -> Result<Json<proto::SandboxMetrics>, ApiError> {
-    let sandbox = node.get(&id)?;
+    let Some(sandbox) = node.peek(&id)? else { return Ok(Json(proto::SandboxMetrics::default())) };
     let slot = sandbox.slot().ok_or_else(ApiError::not_found)?;
     let cgroups = node.runtime().cgroups().clone();
     let window = Duration::from_millis(200);
@@ -301,7 +339,7 @@ async fn metrics(State(node): Shared, Path(id): Path<String>) -> Result<Json<pro
 }
 
 async fn execs(State(node): Shared, Path(id): Path<String>) -> Result<Json<Vec<proto::ExecInfo>>, ApiError> {
-    node.get(&id)?;
+    node.peek(&id)?;
     Ok(Json(node.execs(&id)))
 }
 

@@ -1,30 +1,36 @@
-//! The node's state: its runtime, the sandboxes it hosts and their running
-//! commands, and its capacity.
+//! The node's state: its runtime, the sandboxes it hosts (running, paused
+//! or hibernated) and their running commands, and its capacity.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reins_api::node::{Capacity, Status};
 use reins_sandbox::{ExecControl, Runtime, Sandbox};
 use reins_types::{NetMode, SandboxNetwork, SandboxSpec};
 
 use crate::error::ApiError;
+use crate::lifecycle::Plan;
 use crate::net::{NetAudit, NetState};
+use crate::pools::Pools;
 use axum::http::StatusCode;
 
 /// Limits of what one node accepts.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    /// Sandboxes at once.
+    /// Sandboxes running at once (warm pools' included; hibernated ones are not).
     pub max_sandboxes: u32,
     /// Sum of the memory limits of running sandboxes. Limits are ceilings, not
     /// reservations (an idle sandbox uses about 1 MiB), so the default is four
     /// times the host's memory.
     pub memory_bytes: u64,
+    /// Sum of the pids limits of running sandboxes (default: the kernel's `pid_max`).
+    pub pids: u64,
     /// The egress proxy's fixed name answers and extra upstream CA.
     pub egress: reins_net::EgressOptions,
-    /// Where agent volumes and skill bundles are kept; without it they are refused.
+    /// Where agent volumes, skill bundles, snapshots and hibernated
+    /// sandboxes are kept; without it they are refused.
     pub data_dir: Option<std::path::PathBuf>,
 }
 
@@ -33,6 +39,7 @@ impl Default for NodeOptions {
         Self {
             max_sandboxes: 1000,
             memory_bytes: host_memory().saturating_mul(4),
+            pids: pid_max(),
             egress: reins_net::EgressOptions::default(),
             data_dir: None,
         }
@@ -47,35 +54,62 @@ fn host_memory() -> u64 {
     kib.map_or(4 << 30, |k| k * 1024)
 }
 
-struct Entry {
-    sandbox: Arc<Sandbox>,
-    memory: u64,
+fn pid_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32_768)
+}
+
+/// A running sandbox's handles.
+pub(crate) struct Live {
+    pub sandbox: Arc<Sandbox>,
     /// Frozen: commands and file operations would hang, so they are refused.
-    paused: bool,
+    pub paused: bool,
     /// Its egress proxy, once its policy was other than `none`.
-    net: Option<NetState>,
+    pub net: Option<NetState>,
+}
+
+pub(crate) struct Entry {
+    /// `None` while hibernated (files on disk, no process).
+    pub live: Option<Live>,
+    /// What it was made with: a wake makes it again from this.
+    pub plan: Plan,
+    /// Snapshot layers under its writable layer (ids, top first).
+    pub layers: Vec<String>,
+    pub last_used: Instant,
+    /// Streams and tunnels open now: it is not idle while any is.
+    pub holds: Arc<AtomicUsize>,
+    /// Held while it hibernates or wakes.
+    pub turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
-struct Inner {
-    sandboxes: HashMap<String, Entry>,
+pub(crate) struct Inner {
+    pub sandboxes: HashMap<String, Entry>,
     /// Creations in progress: counted against capacity already.
-    pending: u32,
-    reserved_memory: u64,
-    execs: HashMap<(String, i32), RunningExec>,
+    pub pending: u32,
+    pub reserved_memory: u64,
+    pub reserved_pids: u64,
+    pub execs: HashMap<(String, i32), RunningExec>,
+}
+
+impl Inner {
+    pub fn running(&self) -> u32 {
+        self.sandboxes.values().filter(|e| e.live.is_some()).count() as u32
+    }
 }
 
 /// One execution node.
 pub struct Node {
-    id: String,
-    runtime: Runtime,
-    opts: NodeOptions,
-    inner: Mutex<Inner>,
-    egress: Arc<reins_net::Egress>,
+    pub(crate) id: String,
+    pub(crate) runtime: Runtime,
+    pub(crate) opts: NodeOptions,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) egress: Arc<reins_net::Egress>,
     audit: Arc<NetAudit>,
     /// Held while a sandbox's network settings change.
     net_changes: tokio::sync::Mutex<()>,
     mounts: crate::mounts::Mounts,
+    pub(crate) snapshots: crate::snapshots::Snapshots,
+    pub(crate) pools: Pools,
 }
 
 impl std::fmt::Debug for Node {
@@ -84,14 +118,23 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// The answer when a node cannot take more work.
+pub(crate) fn full(node: &str, what: &str) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", format!("node {node} is full ({what}); retry later"))
+}
+
 impl Node {
-    /// Fails only when the egress options are invalid (an unreadable CA).
+    /// Fails only when the egress options are invalid (an unreadable CA) or
+    /// the data directory cannot be prepared. Starts the node's background
+    /// work (warm pools, hibernation of idle sandboxes) when called inside tokio.
     pub fn new(id: String, runtime: Runtime, opts: NodeOptions) -> Result<Arc<Self>, String> {
         let audit = Arc::new(NetAudit::default());
         let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
         let mounts = crate::mounts::Mounts::new(opts.data_dir.clone())?;
-        Ok(Arc::new(Self {
+        let snapshots = crate::snapshots::Snapshots::new(opts.data_dir.as_deref())?;
+        let node = Arc::new(Self {
             mounts,
+            snapshots,
             id,
             runtime,
             opts,
@@ -99,10 +142,17 @@ impl Node {
             egress,
             audit,
             net_changes: tokio::sync::Mutex::new(()),
-        }))
+            pools: Pools::default(),
+        });
+        node.load_hibernated();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(crate::pools::keep(Arc::downgrade(&node)));
+            tokio::spawn(crate::lifecycle::hibernate_idle(Arc::downgrade(&node)));
+        }
+        Ok(node)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -115,66 +165,133 @@ impl Node {
     }
 
     pub fn status(&self) -> Status {
+        let pools = self.pools.status();
         let inner = self.lock();
+        let hibernated = inner.sandboxes.iter().filter(|(_, e)| e.live.is_none()).map(|(id, _)| id.clone()).collect();
         Status {
             node_id: self.id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             capacity: Capacity {
                 max_sandboxes: self.opts.max_sandboxes,
                 memory_bytes: self.opts.memory_bytes,
+                pids: self.opts.pids,
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             },
             sandboxes: inner.sandboxes.keys().cloned().collect(),
+            hibernated,
             memory_reserved_bytes: inner.reserved_memory,
             egress: self.audit.counters(),
+            pools,
         }
     }
 
-    /// Starts sandbox `id`, within capacity.
-    pub async fn create(
-        &self,
-        id: String,
-        mut spec: SandboxSpec,
-        network: SandboxNetwork,
-        mounts: &[reins_api::node::Mount],
-    ) -> Result<(), ApiError> {
-        if !spec.volumes.is_empty() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "host volumes are not accepted by a node"));
+    /// Counts a sandbox of `spec`'s limits against capacity (undo with [`Node::unreserve`]).
+    pub(crate) fn reserve(&self, inner: &mut Inner, spec: &SandboxSpec) -> Result<(), ApiError> {
+        let count = inner.running() + inner.pending + self.pools.held();
+        if count >= self.opts.max_sandboxes {
+            return Err(full(&self.id, &format!("{count} of {} sandboxes", self.opts.max_sandboxes)));
         }
-        spec.volumes = self.mounts.resolve(mounts)?;
-        let memory = spec.limits.memory_bytes;
+        if inner.reserved_memory + spec.limits.memory_bytes > self.opts.memory_bytes {
+            return Err(full(&self.id, "memory limits"));
+        }
+        if inner.reserved_pids + u64::from(spec.limits.pids) > self.opts.pids {
+            return Err(full(&self.id, "pids limits"));
+        }
+        inner.pending += 1;
+        inner.reserved_memory += spec.limits.memory_bytes;
+        inner.reserved_pids += u64::from(spec.limits.pids);
+        Ok(())
+    }
+
+    pub(crate) fn unreserve(inner: &mut Inner, spec: &SandboxSpec) {
+        Self::unreserve_limits(inner, &spec.limits);
+    }
+
+    pub(crate) fn unreserve_limits(inner: &mut Inner, limits: &reins_types::Limits) {
+        inner.reserved_memory -= limits.memory_bytes;
+        inner.reserved_pids -= u64::from(limits.pids);
+    }
+
+    /// Reserves memory and pids for a pool sandbox being started (already
+    /// counted among the pools' sandboxes); fails when the node is full.
+    pub(crate) fn reserve_for_pool(&self, spec: &SandboxSpec) -> Result<(), ApiError> {
+        let mut inner = self.lock();
+        let count = inner.running() + inner.pending + self.pools.held();
+        let l = &spec.limits;
+        if count > self.opts.max_sandboxes
+            || inner.reserved_memory + l.memory_bytes > self.opts.memory_bytes
+            || inner.reserved_pids + u64::from(l.pids) > self.opts.pids
+        {
+            return Err(full(&self.id, "warm pool"));
+        }
+        inner.reserved_memory += l.memory_bytes;
+        inner.reserved_pids += u64::from(l.pids);
+        Ok(())
+    }
+
+    /// Starts sandbox `id`, within capacity: from a warm pool when one
+    /// matches, from snapshot `snapshot` when given.
+    pub async fn create(&self, req: reins_api::node::CreateSandbox) -> Result<(), ApiError> {
+        if !req.spec.volumes.is_empty() || !req.spec.layers.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid", "host paths are not accepted by a node"));
+        }
+        let layers = match &req.snapshot {
+            Some(s) => self.snapshots.layer_ids(s)?,
+            None => Vec::new(),
+        };
+        let plan = Plan {
+            spec: req.spec,
+            network: req.network,
+            mounts: req.mounts,
+            idle_timeout: req.idle_timeout_secs.map(Duration::from_secs),
+        };
         {
             let mut inner = self.lock();
-            if inner.sandboxes.contains_key(&id) {
-                return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("sandbox {id} exists")));
+            if inner.sandboxes.contains_key(&req.id) {
+                return Err(ApiError::new(StatusCode::CONFLICT, "exists", format!("sandbox {} exists", req.id)));
             }
-            let count = inner.sandboxes.len() as u32 + inner.pending;
-            if count >= self.opts.max_sandboxes || inner.reserved_memory + memory > self.opts.memory_bytes {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_capacity",
-                    format!("node {} is full ({count} sandboxes); retry later", self.id),
-                ));
-            }
-            inner.pending += 1;
-            inner.reserved_memory += memory;
+            self.reserve(&mut inner, &plan.spec)?;
         }
-        let created = match self.runtime.create(&spec).await {
-            Ok(sandbox) => self.start_net(&id, &sandbox, network).await.map(|net| (sandbox, net)),
-            Err(e) => Err(e.into()),
-        };
+        let started = self.start(&req.id, &plan, &layers).await;
         let mut inner = self.lock();
         inner.pending -= 1;
-        match created {
-            Ok((sandbox, net)) => {
-                inner.sandboxes.insert(id, Entry { sandbox: Arc::new(sandbox), memory, paused: false, net });
+        match started {
+            Ok(live) => {
+                inner.sandboxes.insert(req.id, Entry::new(Some(live), plan, layers));
                 Ok(())
             }
             Err(e) => {
-                inner.reserved_memory -= memory;
+                Self::unreserve(&mut inner, &plan.spec);
                 Err(e)
             }
         }
+    }
+
+    /// Makes the processes of a sandbox that `plan` describes, on `layers`.
+    pub(crate) async fn start(&self, id: &str, plan: &Plan, layers: &[String]) -> Result<Live, ApiError> {
+        let pooled = if layers.is_empty() && plan.mounts.is_empty() { self.pools.claim(&plan.spec) } else { None };
+        let sandbox = match pooled {
+            Some(mut sb) => {
+                // The pool's reservation goes: the caller made one for this sandbox.
+                Self::unreserve(&mut self.lock(), &plan.spec);
+                sb.set_env(&plan.spec.env);
+                sb
+            }
+            None => {
+                let mut spec = plan.spec.clone();
+                spec.volumes = self.mounts.resolve(&plan.mounts)?;
+                spec.layers = self.snapshots.paths(layers)?;
+                self.runtime.create(&spec).await?
+            }
+        };
+        let net = match self.start_net(id, &sandbox, plan.network.clone()).await {
+            Ok(net) => net,
+            Err(e) => {
+                sandbox.destroy().await;
+                return Err(e);
+            }
+        };
+        Ok(Live { sandbox: Arc::new(sandbox), paused: false, net })
     }
 
     /// The proxy of a sandbox whose policy is not `none`: a listener at
@@ -192,30 +309,34 @@ impl Node {
         Ok(Some(NetState::start(&self.egress, id, listener, network)))
     }
 
-    /// Changes a sandbox's network settings; new connections follow them.
+    /// Changes a sandbox's network settings; new connections follow them
+    /// (a hibernated sandbox gets them when it wakes).
     pub async fn set_network(&self, id: &str, network: SandboxNetwork) -> Result<(), ApiError> {
         // One change at a time, so that only one of them can make the listener.
         let _one = self.net_changes.lock().await;
         let sandbox = {
-            let inner = self.lock();
-            let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
-            if let Some(net) = &e.net {
+            let mut inner = self.lock();
+            let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
+            e.plan.network = network.clone();
+            let Some(live) = &e.live else { return Ok(()) };
+            if let Some(net) = &live.net {
                 net.settings.send_replace(Arc::new(network));
                 return Ok(());
             }
-            Arc::clone(&e.sandbox)
+            Arc::clone(&live.sandbox)
         };
         let Some(state) = self.start_net(id, &sandbox, network).await? else { return Ok(()) };
         let mut inner = self.lock();
-        inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?.net = Some(state);
+        let live = inner.sandboxes.get_mut(id).and_then(|e| e.live.as_mut()).ok_or_else(ApiError::not_found)?;
+        live.net = Some(state);
         Ok(())
     }
 
     /// The environment that points a sandbox's programs at its proxy (empty without one).
     pub fn net_env(&self, id: &str) -> Vec<(String, String)> {
         let inner = self.lock();
-        match inner.sandboxes.get(id) {
-            Some(Entry { net: Some(_), .. }) => reins_net::proxy_env(),
+        match inner.sandboxes.get(id).and_then(|e| e.live.as_ref()) {
+            Some(Live { net: Some(_), .. }) => reins_net::proxy_env(),
             _ => Vec::new(),
         }
     }
@@ -230,59 +351,137 @@ impl Node {
         &self.mounts
     }
 
-    /// A running (not paused) sandbox; 409 when it is paused.
-    pub fn get(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {
-        let inner = self.lock();
-        let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
-        if e.paused {
-            return Err(ApiError::new(StatusCode::CONFLICT, "paused", "the sandbox is paused: resume it first"));
+    /// A running sandbox, woken first if it hibernates; 409 when it is paused.
+    /// Counts as activity.
+    pub async fn get(&self, id: &str) -> Result<Arc<Sandbox>, ApiError> {
+        loop {
+            let turn = {
+                let mut inner = self.lock();
+                let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
+                e.last_used = Instant::now();
+                match &e.live {
+                    Some(live) if live.paused => {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "paused",
+                            "the sandbox is paused: resume it first",
+                        ));
+                    }
+                    Some(live) => return Ok(Arc::clone(&live.sandbox)),
+                    None => Arc::clone(&e.turn),
+                }
+            };
+            self.wake(id, &turn).await?;
         }
-        Ok(Arc::clone(&e.sandbox))
     }
 
-    /// Freezes or thaws every process of sandbox `id`.
-    pub fn set_paused(&self, id: &str, paused: bool) -> Result<(), ApiError> {
-        let mut inner = self.lock();
-        let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
-        if paused {
-            e.sandbox.pause()?;
-        } else {
-            e.sandbox.resume()?;
+    /// The running sandbox without waking it (`None` while it hibernates).
+    pub(crate) fn peek(&self, id: &str) -> Result<Option<Arc<Sandbox>>, ApiError> {
+        let inner = self.lock();
+        let e = inner.sandboxes.get(id).ok_or_else(ApiError::not_found)?;
+        Ok(e.live.as_ref().map(|l| Arc::clone(&l.sandbox)))
+    }
+
+    /// Replaces the warm pools (each checked: known template, valid limits, min ≤ max).
+    pub fn set_pools(&self, pools: Vec<reins_api::node::PoolSpec>) -> Result<(), ApiError> {
+        for p in &pools {
+            p.limits.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string()))?;
+            if p.min > p.max || p.max > self.opts.max_sandboxes {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("pool {}: need min ≤ max ≤ {}", p.template, self.opts.max_sandboxes),
+                ));
+            }
         }
-        e.paused = paused;
+        self.pools.set(pools);
         Ok(())
     }
 
-    /// Kills and removes sandbox `id`, waiting until it is gone.
+    /// Marks a sandbox busy until the guard drops (a stream or a tunnel).
+    pub(crate) fn hold(&self, id: &str) -> Option<Hold> {
+        let inner = self.lock();
+        let holds = Arc::clone(&inner.sandboxes.get(id)?.holds);
+        holds.fetch_add(1, Ordering::SeqCst);
+        Some(Hold(holds))
+    }
+
+    /// Freezes or thaws every process of sandbox `id` (a hibernated one has none: 409).
+    pub fn set_paused(&self, id: &str, paused: bool) -> Result<(), ApiError> {
+        let mut inner = self.lock();
+        let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
+        let Some(live) = e.live.as_mut() else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "hibernated",
+                "the sandbox is hibernated: wake it instead",
+            ));
+        };
+        if paused {
+            live.sandbox.pause()?;
+        } else {
+            live.sandbox.resume()?;
+        }
+        live.paused = paused;
+        e.last_used = Instant::now();
+        Ok(())
+    }
+
+    /// Kills and removes sandbox `id` (and a hibernated one's files), waiting until it is gone.
     pub async fn destroy(&self, id: &str) -> Result<(), ApiError> {
+        let turn = self.lock().sandboxes.get(id).map(|e| Arc::clone(&e.turn)).ok_or_else(ApiError::not_found)?;
+        // Not in the middle of a hibernation or a wake.
+        let _turn = turn.lock().await;
         let entry = {
             let mut inner = self.lock();
             let entry = inner.sandboxes.remove(id).ok_or_else(ApiError::not_found)?;
-            inner.reserved_memory -= entry.memory;
+            if entry.live.is_some() {
+                Self::unreserve(&mut inner, &entry.plan.spec);
+            }
             inner.execs.retain(|(sb, _), _| sb != id);
             entry
         };
-        let Entry { mut sandbox, net, .. } = entry;
+        match entry.live {
+            Some(live) => self.end(id, live).await,
+            None => self.forget_hibernation(id).await,
+        }
+        if !entry.layers.is_empty() {
+            self.collect_layers().await;
+        }
+        Ok(())
+    }
+
+    /// Kills a sandbox's processes and waits until they are gone.
+    pub(crate) async fn end(&self, id: &str, live: Live) {
+        let Live { mut sandbox, net, .. } = live;
         drop(net);
         sandbox.kill();
         // Requests in flight hold a reference for a moment; they fail now that it is killed.
         for _ in 0..2000 {
             match Arc::try_unwrap(sandbox) {
-                Ok(owned) => {
-                    owned.destroy().await;
-                    return Ok(());
-                }
+                Ok(owned) => return owned.destroy().await,
                 Err(shared) => sandbox = shared,
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::warn!(sandbox = id, "sandbox still referenced after 10 s; its cleanup is left to drop");
-        Ok(())
     }
 
-    /// Destroys every sandbox (node shutdown).
+    /// Removes snapshot layers nothing uses any more.
+    pub(crate) async fn collect_layers(&self) {
+        let in_use: HashSet<String> = self.lock().sandboxes.values().flat_map(|e| e.layers.iter().cloned()).collect();
+        if let Err(e) = self.snapshots.collect(in_use).await {
+            tracing::warn!(error = %e.message, "collecting snapshot layers");
+        }
+    }
+
+    /// Destroys every running sandbox and the warm pools (node shutdown);
+    /// hibernated ones stay on disk for the next start.
     pub async fn destroy_all(&self) {
-        let ids: Vec<String> = self.lock().sandboxes.keys().cloned().collect();
+        self.pools.set(Vec::new());
+        self.pools.drain(self).await;
+        let ids: Vec<String> =
+            self.lock().sandboxes.iter().filter(|(_, e)| e.live.is_some()).map(|(id, _)| id.clone()).collect();
         let tasks = ids.iter().map(|id| self.destroy(id));
         futures_util::future::join_all(tasks).await;
     }
@@ -318,7 +517,11 @@ impl Node {
     }
 
     pub(crate) fn remove_exec(&self, sandbox: &str, pid: i32) {
-        self.lock().execs.remove(&(sandbox.to_owned(), pid));
+        let mut inner = self.lock();
+        inner.execs.remove(&(sandbox.to_owned(), pid));
+        if let Some(e) = inner.sandboxes.get_mut(sandbox) {
+            e.last_used = Instant::now();
+        }
     }
 
     pub(crate) fn exec(&self, sandbox: &str, pid: i32) -> Result<ExecControl, ApiError> {
@@ -327,6 +530,28 @@ impl Node {
             .get(&(sandbox.to_owned(), pid))
             .map(|r| r.control.clone())
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no running command {pid}")))
+    }
+}
+
+impl Entry {
+    pub fn new(live: Option<Live>, plan: Plan, layers: Vec<String>) -> Self {
+        Self {
+            live,
+            plan,
+            layers,
+            last_used: Instant::now(),
+            holds: Arc::new(AtomicUsize::new(0)),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+/// A stream or tunnel open on a sandbox (see [`Node::hold`]).
+pub(crate) struct Hold(Arc<AtomicUsize>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -17,6 +17,7 @@ mod nodes;
 mod sandboxes;
 mod secrets;
 mod sessions;
+mod snapshots;
 mod tenants;
 
 use std::str::FromStr;
@@ -34,6 +35,7 @@ pub use nodes::Node;
 pub use sandboxes::{EndReason, NewSandbox, Page, SandboxFilter, SandboxRow, SandboxState};
 pub use secrets::SecretRow;
 pub use sessions::{AppendEffects, EventRow, Lease, SessionRow};
+pub use snapshots::{PoolRow, SnapshotRow};
 pub use tenants::{Tenant, DEFAULT_TENANT};
 
 /// The embedded migrations, identical for both engines.

@@ -17,6 +17,8 @@ use crate::{now_ms, Error, Store};
 pub enum SandboxState {
     Running,
     Paused,
+    /// Files kept on its node, no process; the next request wakes it.
+    Hibernated,
     Ended,
 }
 
@@ -25,6 +27,7 @@ impl SandboxState {
         match self {
             Self::Running => "running",
             Self::Paused => "paused",
+            Self::Hibernated => "hibernated",
             Self::Ended => "ended",
         }
     }
@@ -33,6 +36,7 @@ impl SandboxState {
         match s {
             "running" => Some(Self::Running),
             "paused" => Some(Self::Paused),
+            "hibernated" => Some(Self::Hibernated),
             "ended" => Some(Self::Ended),
             _ => None,
         }
@@ -88,6 +92,10 @@ pub struct SandboxRow {
     pub end_reason: Option<String>,
     /// What its timeout does: `release` or `pause`.
     pub on_timeout: String,
+    /// Hibernated after this long without activity.
+    pub idle_timeout_ms: Option<i64>,
+    /// The snapshot it was made from.
+    pub snapshot_id: Option<String>,
 }
 
 /// What [`Store::insert_sandbox`] needs.
@@ -102,12 +110,14 @@ pub struct NewSandbox {
     pub access: String,
     pub metadata: BTreeMap<String, String>,
     pub expires_ms: i64,
+    pub idle_timeout_ms: Option<i64>,
+    pub snapshot_id: Option<String>,
 }
 
 /// Which sandboxes to list.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxFilter {
-    /// Any of these states; running and paused when empty.
+    /// Any of these states; every live one (running, paused, hibernated) when empty.
     pub states: Vec<SandboxState>,
     /// Every pair must match.
     pub metadata: BTreeMap<String, String>,
@@ -125,7 +135,7 @@ pub struct Page {
 }
 
 const COLUMNS: &str = "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, \
-                       end_reason, network, access, on_timeout";
+                       end_reason, network, access, on_timeout, idle_timeout_ms, snapshot_id";
 
 fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
     let state: String = row.try_get("state")?;
@@ -145,6 +155,8 @@ fn sandbox(row: &AnyRow) -> Result<SandboxRow, Error> {
         ended_ms: row.try_get("ended_ms")?,
         end_reason: row.try_get("end_reason")?,
         on_timeout: row.try_get("on_timeout")?,
+        idle_timeout_ms: row.try_get("idle_timeout_ms")?,
+        snapshot_id: row.try_get("snapshot_id")?,
     })
 }
 
@@ -191,9 +203,12 @@ impl Store {
             ended_ms: None,
             end_reason: None,
             on_timeout: "release".to_owned(),
+            idle_timeout_ms: new.idle_timeout_ms,
+            snapshot_id: new.snapshot_id.clone(),
         };
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12)"
+            "INSERT INTO sandboxes ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12, $13, $14)"
         ))
         .bind(&row.id)
         .bind(&row.tenant_id)
@@ -207,6 +222,8 @@ impl Store {
         .bind(&row.network)
         .bind(&row.access)
         .bind(&row.on_timeout)
+        .bind(row.idle_timeout_ms)
+        .bind(&row.snapshot_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::unique(e, "sandbox id already exists"))?;
@@ -236,7 +253,7 @@ impl Store {
     /// A page of a tenant's sandboxes, oldest first.
     pub async fn sandboxes(&self, tenant_id: &str, filter: &SandboxFilter) -> Result<Page, Error> {
         let states = if filter.states.is_empty() {
-            vec![SandboxState::Running, SandboxState::Paused]
+            vec![SandboxState::Running, SandboxState::Paused, SandboxState::Hibernated]
         } else {
             filter.states.clone()
         };

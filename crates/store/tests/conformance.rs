@@ -70,6 +70,8 @@ fn new_sandbox(tenant: &str, meta: &[(&str, &str)]) -> NewSandbox {
         access: "{}".into(),
         metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         expires_ms: now_ms() + 60_000,
+        idle_timeout_ms: None,
+        snapshot_id: None,
     }
 }
 
@@ -376,4 +378,56 @@ async fn committed_data_survives_reopening() {
     let s = Store::connect(&url).await.expect("reopen");
     assert_eq!(s.tenant(&t.id).await.expect("tenant").name, "acme");
     assert!(Store::connect("mysql://x").await.is_err());
+}
+
+fn snapshot_row(tenant: &str, id: &str) -> reins_store::SnapshotRow {
+    reins_store::SnapshotRow {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        node_id: "node_a".into(),
+        sandbox_id: "sb".into(),
+        template: "base".into(),
+        spec: "{}".into(),
+        bytes: 0,
+        created_ms: now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn snapshots_count_against_a_quota_and_stay_with_their_tenant() {
+    both(|s| async move {
+        let a = s.create_tenant("snap-a", None).await.expect("tenant");
+        let b = s.create_tenant("snap-b", None).await.expect("tenant");
+        for i in 0..100 {
+            s.insert_snapshot(&snapshot_row(&a.id, &format!("snap_{i}"))).await.expect("under quota");
+        }
+        assert!(matches!(s.insert_snapshot(&snapshot_row(&a.id, "snap_x")).await, Err(Error::Quota { limit: 100 })));
+        s.set_snapshot_bytes("snap_3", 42).await.expect("bytes");
+        assert_eq!(s.snapshot(&a.id, "snap_3").await.expect("get").bytes, 42);
+        assert!(matches!(s.snapshot(&b.id, "snap_3").await, Err(Error::NotFound)), "another tenant's");
+        assert!(!s.delete_snapshot(&b.id, "snap_3").await.expect("delete"), "not b's to delete");
+        assert!(s.delete_snapshot(&a.id, "snap_3").await.expect("delete"));
+        assert_eq!(s.snapshots(&a.id).await.expect("list").len(), 99);
+        // The quota came back.
+        s.insert_snapshot(&snapshot_row(&a.id, "snap_y")).await.expect("room again");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pools_are_upserted_by_template_and_shape() {
+    both(|s| async move {
+        s.put_pool("base", "512m", "{}", 1, 4).await.expect("put");
+        s.put_pool("base", "512m", "{}", 2, 8).await.expect("replace");
+        s.put_pool("base", "1g", "{}", 0, 2).await.expect("second shape");
+        let pools = s.pools().await.expect("list");
+        assert_eq!(
+            pools.iter().map(|p| (p.shape.as_str(), p.min, p.max)).collect::<Vec<_>>(),
+            [("1g", 0, 2), ("512m", 2, 8)]
+        );
+        assert!(s.delete_pool("base", "1g").await.expect("delete"));
+        assert!(!s.delete_pool("base", "1g").await.expect("again"));
+        assert_eq!(s.pools().await.expect("list").len(), 1);
+    })
+    .await;
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// CPU bandwidth in thousandths of a CPU (`1.5` CPUs = 1500).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CpuQuota(u32);
 
 impl CpuQuota {
@@ -40,7 +40,7 @@ pub enum LimitsError {
 }
 
 /// The resource limits of one sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: u64,
     pub cpu: CpuQuota,
