@@ -43,6 +43,15 @@ pub struct CreateSandbox {
     /// Network policy; `none` (loopback only) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// Hibernate after this many seconds without activity (no command,
+    /// open stream, file request or ingress traffic): files are kept,
+    /// processes end, memory is freed; the next request wakes it. Never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Start from this snapshot's files (its template and limits unless given here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// A sandbox's network policy (`PUT /v1/sandboxes/{id}/network`, and at create).
@@ -153,6 +162,8 @@ impl NetworkEvent {
 pub enum SandboxState {
     Running,
     Paused,
+    /// Files kept, no process; the next command, file request or ingress request wakes it.
+    Hibernated,
     Ended,
 }
 
@@ -177,9 +188,97 @@ pub struct Sandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
     pub network: Network,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// The snapshot it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// The token for its private ports (`X-Access-Token`); only in the answer to create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+}
+
+/// A snapshot: a sandbox's files at one moment, kept on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub id: String,
+    /// The sandbox it was taken of.
+    pub sandbox_id: String,
+    pub template: String,
+    pub node_id: String,
+    /// Bytes of files the capture wrote.
+    pub bytes: i64,
+    pub created_ms: i64,
+}
+
+/// `GET /v1/snapshots`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotList {
+    pub items: Vec<Snapshot>,
+}
+
+/// `POST /v1/sandboxes/{id}/fork`: a snapshot and `count` new sandboxes made from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fork {
+    /// How many sandboxes, 1 to 32 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 32)]
+    pub count: Option<u32>,
+    /// Seconds until each new sandbox is released (the server's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The answer to a fork.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Forked {
+    pub snapshot: Snapshot,
+    pub sandboxes: Vec<Sandbox>,
+}
+
+/// `PUT /v1/pools/{template}`: keep `min`..=`max` sandboxes of this template
+/// and shape started ahead; creates with the same template and limits take
+/// one. Limits default as for a create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutPool {
+    pub min: u32,
+    pub max: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+}
+
+/// A warm pool and, summed over connected nodes, how full it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Pool {
+    pub template: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub pids: u32,
+    pub disk_mb: u64,
+    /// Per node.
+    pub min: u32,
+    pub max: u32,
+    /// Ready now, over all nodes.
+    pub ready: u32,
+    /// What the nodes aim to keep ready now.
+    pub target: u32,
+    /// Creates served from the pool since the nodes started.
+    pub claims: u64,
+}
+
+/// `GET /v1/pools`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolList {
+    pub items: Vec<Pool>,
 }
 
 /// `PUT /v1/sandboxes/{id}/ports/{port}`

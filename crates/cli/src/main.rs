@@ -43,6 +43,12 @@ enum Command {
     /// Sandboxes on a Reins server.
     #[command(subcommand)]
     Sandbox(cmd::sandbox::SandboxCmd),
+    /// Snapshots of sandboxes' files.
+    #[command(subcommand)]
+    Snapshot(cmd::lifecycle::SnapshotCmd),
+    /// Warm pools: sandboxes started ahead per template and shape (admin).
+    #[command(subcommand)]
+    Pool(cmd::lifecycle::PoolCmd),
     /// API keys.
     #[command(subcommand)]
     Key(cmd::admin::KeyCmd),
@@ -115,6 +121,8 @@ fn main() -> ExitCode {
             Command::Node(NodeTop { cmd: Some(c), .. }) => cmd::admin::node(c).await,
             Command::Node(NodeTop { cmd: None, run }) => cmd::serve::node(&data_dir?, run).await,
             Command::Sandbox(c) => cmd::sandbox::run(c).await,
+            Command::Snapshot(c) => cmd::lifecycle::run_snapshot(c).await,
+            Command::Pool(c) => cmd::lifecycle::run_pool(c).await,
             Command::Key(c) => cmd::admin::key(c).await,
             Command::Tenant(c) => cmd::admin::tenant(c).await,
             Command::Secret(c) => cmd::network::secret(c).await,

@@ -8,7 +8,9 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 
 use crate::error::ApiError;
-use crate::routes::{admin, agents, exec, exec_ws, files, network, sandboxes, sessions, skills, system, templates};
+use crate::routes::{
+    admin, agents, exec, exec_ws, files, network, pools, sandboxes, sessions, skills, snapshots, system, templates,
+};
 use crate::state::App;
 
 pub fn router(app: Arc<App>) -> Router {
@@ -18,6 +20,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/hibernate", post(sandboxes::hibernate))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/snapshots", get(snapshots::list))
+        .route("/snapshots/{id}", get(snapshots::get).delete(snapshots::delete))
+        .route("/pools", get(pools::list))
+        .route("/pools/{template}", axum::routing::put(pools::put).delete(pools::delete))
         .route("/sandboxes/{id}/network", axum::routing::put(network::set))
         .route("/sandboxes/{id}/network/log", get(network::log))
         .route("/sandboxes/{id}/access/ports/{port}", axum::routing::put(crate::ingress::set_access))

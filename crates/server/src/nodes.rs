@@ -86,7 +86,11 @@ impl NodeConn {
     fn load(&self) -> f64 {
         let placed = f64::from(self.placed.load(Ordering::Relaxed));
         match self.status() {
-            Some(s) => (s.sandboxes.len() as f64 + placed) / f64::from(s.capacity.max_sandboxes.max(1)),
+            // Hibernated sandboxes hold no capacity.
+            Some(s) => {
+                let running = s.sandboxes.len().saturating_sub(s.hibernated.len()) as f64;
+                (running + placed) / f64::from(s.capacity.max_sandboxes.max(1))
+            }
             None => 1.0 + placed,
         }
     }
@@ -103,10 +107,15 @@ impl NodeConn {
         }
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+        let mut e = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => ApiError::new(status, &body.code, body.message),
             Err(_) => ApiError::new(StatusCode::BAD_GATEWAY, "node_error", format!("node answered {status}")),
-        })
+        };
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A full node: worth retrying soon (capacity frees as sandboxes end).
+            e.retry_after = Some(1);
+        }
+        Err(e)
     }
 
     /// Sends a request with these headers and streams the answer back as it
@@ -221,12 +230,12 @@ impl Nodes {
         let fits = |n: &NodeConn| {
             n.status().is_none_or(|s| s.memory_reserved_bytes.saturating_add(memory) <= s.capacity.memory_bytes)
         };
+        // The statuses are up to a heartbeat old: they rank the nodes, and
+        // the node itself refuses when it is really full (503 with a retry hint).
         let best = all
             .into_iter()
-            .filter(|n| fits(n))
-            .map(|n| (n.load(), n))
-            .filter(|(load, _)| *load < 1.0)
-            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|n| ((!fits(&n) || n.load() >= 1.0, n.load()), n))
+            .min_by(|a, b| a.0 .0.cmp(&b.0 .0).then(a.0 .1.total_cmp(&b.0 .1)))
             .map(|(_, n)| n)
             .ok_or_else(|| ApiError::unavailable("every node is at capacity; retry later", 5))?;
         best.placed.fetch_add(1, Ordering::Relaxed);

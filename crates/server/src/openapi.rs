@@ -8,7 +8,9 @@ use utoipa::{Modify, OpenApi};
 
 use reins_api::agent;
 
-use crate::routes::{admin, agents, exec, exec_ws, files, network, sandboxes, sessions, skills, templates};
+use crate::routes::{
+    admin, agents, exec, exec_ws, files, network, pools, sandboxes, sessions, skills, snapshots, templates,
+};
 
 struct Security;
 
@@ -88,7 +90,9 @@ impl Modify for ErrorResponses {
     info(title = "Reins API", version = "1", description = "Sandboxes and durable agent sessions for AI agents: create sandboxes, run commands, move files; define agents and talk to them. Errors are `{code, message}`."),
     paths(
         sandboxes::create, sandboxes::list, sandboxes::get, sandboxes::delete, sandboxes::set_timeout,
-        sandboxes::pause, sandboxes::resume,
+        sandboxes::pause, sandboxes::resume, sandboxes::hibernate,
+        snapshots::create, snapshots::fork, snapshots::list, snapshots::get, snapshots::delete,
+        pools::put, pools::list, pools::delete,
         exec::exec, exec::stream, exec_ws::ws, exec::stdin, exec::signal, exec::resize,
         files::download, files::upload, files::list, files::stat, files::remove, files::mkdir, files::rename, files::watch,
         admin::create_tenant, admin::list_tenants, admin::create_key, admin::list_keys, admin::revoke_key,
@@ -106,6 +110,7 @@ impl Modify for ErrorResponses {
         v1::Mkdir, v1::Move, v1::CreateTenant, v1::Tenant, v1::CreateKey, v1::Key, v1::CreatedKey, v1::Template,
         v1::JoinToken, v1::Node, JoinRequest, JoinResponse, v1::Network, v1::PutSecret, v1::Secret, v1::NetworkEvent, v1::SetPortAccess, v1::PortAccess,
         agent::AgentSpec, agent::ModelSpec, agent::AgentSandbox, agent::ToolPolicy, agent::PolicyRule, agent::Budgets, agent::Agent,
+        v1::Snapshot, v1::SnapshotList, v1::Fork, v1::Forked, v1::PutPool, v1::Pool, v1::PoolList,
         agent::Session, agent::PostMessage, agent::Turn, agent::SessionEvent, agent::AnswerApproval, agent::Skill)),
     modifiers(&Security, &ErrorResponses),
 )]

@@ -60,3 +60,23 @@ pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i
         tracing::debug!(node = %node.id, adopted, "reconciled node");
     }
 }
+
+/// Follows what the node did on its own: sandboxes it hibernated (idle)
+/// and those it woke (a request came). `before` is the node's previous
+/// status (`None` at a connection: every hibernated one is checked).
+pub async fn sync_states(app: &App, before: Option<&Status>, now: &Status) {
+    let was: HashSet<&str> = before.map(|s| s.hibernated.iter().map(String::as_str).collect()).unwrap_or_default();
+    let is: HashSet<&str> = now.hibernated.iter().map(String::as_str).collect();
+    let keep = reins_store::now_ms() + app.limits.hibernate_retention.as_millis() as i64;
+    for id in is.difference(&was) {
+        if let Err(e) = app.store.mark_hibernated(id, keep).await {
+            tracing::warn!(sandbox = %id, error = %e, "recording a hibernation");
+        }
+    }
+    let present: HashSet<&str> = now.sandboxes.iter().map(String::as_str).collect();
+    for id in was.difference(&is).filter(|id| present.contains(*id)) {
+        if let Err(e) = app.store.mark_woken(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "recording a wake");
+        }
+    }
+}

@@ -30,6 +30,10 @@ pub struct Limits {
     /// Model calls: attempts and first backoff.
     pub model_attempts: u32,
     pub model_backoff: Duration,
+    /// A hibernated sandbox is kept at least this long after it hibernates, then released.
+    pub hibernate_retention: Duration,
+    /// Ended sandboxes' rows are purged after this long.
+    pub ended_retention: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +48,8 @@ impl Default for Limits {
             session_lease: Duration::from_secs(15),
             model_attempts: 5,
             model_backoff: Duration::from_millis(500),
+            hibernate_retention: Duration::from_secs(24 * 3600),
+            ended_retention: Duration::from_secs(3600),
         }
     }
 }

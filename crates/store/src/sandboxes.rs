@@ -316,6 +316,30 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a running or paused sandbox hibernated by its node, keeping it
+    /// at least until `keep_until_ms`; false when it was not so.
+    pub async fn mark_hibernated(&self, id: &str, keep_until_ms: i64) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = 'hibernated', \
+             expires_ms = CASE WHEN expires_ms < $2 THEN $2 ELSE expires_ms END \
+             WHERE id = $1 AND state IN ('running', 'paused')",
+        )
+        .bind(id)
+        .bind(keep_until_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks a hibernated sandbox running again (its node woke it); false when it was not hibernated.
+    pub async fn mark_woken(&self, id: &str) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE sandboxes SET state = 'running' WHERE id = $1 AND state = 'hibernated'")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Moves a live sandbox's expiry.
     pub async fn set_sandbox_expiry(&self, tenant_id: &str, id: &str, expires_ms: i64) -> Result<(), Error> {
         let done =

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod chat;
 pub mod cleanup;
 pub mod cp;
+pub mod lifecycle;
 pub mod network;
 pub mod run;
 pub mod sandbox;

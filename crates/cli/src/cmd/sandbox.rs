@@ -38,6 +38,12 @@ pub enum SandboxCmd {
         /// Seconds until release.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Hibernate after this many idle seconds (files kept, memory freed; the next request wakes it).
+        #[arg(long)]
+        idle_timeout: Option<u64>,
+        /// Start from this snapshot's files.
+        #[arg(long)]
+        snapshot: Option<String>,
         #[command(flatten)]
         network: NetworkArgs,
         #[arg(long)]
@@ -61,7 +67,7 @@ pub enum SandboxCmd {
     },
     /// List sandboxes.
     Ls {
-        /// running, paused, ended (comma-separated).
+        /// running, paused, hibernated, ended (comma-separated).
         #[arg(long)]
         state: Option<String>,
         /// KEY=VALUE filters (repeatable).
@@ -134,8 +140,30 @@ pub enum SandboxCmd {
     Pause {
         id: String,
     },
+    /// Thaw a paused sandbox, or wake a hibernated one.
     Resume {
         id: String,
+    },
+    /// Hibernate now: files kept, processes ended, memory freed; the next request wakes it.
+    Hibernate {
+        id: String,
+    },
+    /// Capture the sandbox's files as a snapshot; prints its id.
+    Snapshot {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A snapshot and N new sandboxes made from it; prints their ids.
+    Fork {
+        id: String,
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u32,
+        /// Seconds until each new sandbox is released.
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(long)]
+        json: bool,
     },
     /// Set the time left to SECS seconds from now.
     Timeout {
@@ -176,7 +204,20 @@ fn show(sandboxes: &[Sandbox]) {
 pub async fn run(cmd: SandboxCmd) -> Result<u8> {
     let c = Client::from_env()?;
     match cmd {
-        SandboxCmd::Create { template, cpus, memory_mb, pids, disk_mb, env, metadata, timeout, network, json } => {
+        SandboxCmd::Create {
+            template,
+            cpus,
+            memory_mb,
+            pids,
+            disk_mb,
+            env,
+            metadata,
+            timeout,
+            idle_timeout,
+            snapshot,
+            network,
+            json,
+        } => {
             let body = CreateSandbox {
                 template,
                 cpus,
@@ -187,6 +228,8 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
                 metadata: pairs(&metadata, "--metadata")?,
                 timeout_secs: timeout,
                 network: network.policy(),
+                idle_timeout_secs: idle_timeout,
+                snapshot,
             };
             let s: Sandbox = c.json(c.request(Method::POST, "/v1/sandboxes").json(&body)).await?;
             if json {
@@ -275,6 +318,14 @@ pub async fn run(cmd: SandboxCmd) -> Result<u8> {
         }
         SandboxCmd::Resume { id } => {
             let _: Sandbox = c.json(c.request(Method::POST, &format!("/v1/sandboxes/{id}/resume"))).await?;
+        }
+        SandboxCmd::Hibernate { id } => {
+            let s: Sandbox = c.json(c.request(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"))).await?;
+            println!("{} {}", s.id, format!("{:?}", s.state).to_lowercase());
+        }
+        SandboxCmd::Snapshot { id, json } => crate::cmd::lifecycle::snapshot(&c, &id, json).await?,
+        SandboxCmd::Fork { id, count, timeout, json } => {
+            crate::cmd::lifecycle::fork(&c, &id, count, timeout, json).await?
         }
         SandboxCmd::Timeout { id, secs } => {
             let s: Sandbox = c

@@ -77,6 +77,31 @@ pub struct HarnessArgs {
     session_lease_secs: u64,
 }
 
+/// What a node accepts; beyond it a create is refused with 503 and `Retry-After`.
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// Sandboxes running at once (warm pools' included).
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: u32,
+    /// Sum of the memory limits accepted, such as 96G (default: 4 × the host's memory).
+    #[arg(long, value_parser = size)]
+    max_memory: Option<u64>,
+    /// Sum of the pids limits accepted (default: the kernel's pid_max).
+    #[arg(long)]
+    max_pids: Option<u64>,
+}
+
+/// How long stopped sandboxes are kept.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// A hibernated sandbox is released this many seconds after it hibernated (unless woken).
+    #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
+    hibernate_retention_secs: u64,
+    /// Ended sandboxes stay visible (with their end reason) this many seconds, then their rows go.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    ended_retention_secs: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// API address.
@@ -85,12 +110,10 @@ pub struct UpArgs {
     /// Database; the embedded SQLite file DATA/reins.db by default.
     #[arg(long, env = "REINS_DATABASE_URL")]
     database_url: Option<String>,
-    /// Sandboxes the local node runs at once.
-    #[arg(long, default_value_t = 1000)]
-    max_sandboxes: u32,
-    /// Sum of the memory limits the local node accepts, such as 96G (default: 4 × the host's memory).
-    #[arg(long, value_parser = size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    capacity: CapacityArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
     /// Default sandbox timeout in seconds.
     #[arg(long, default_value_t = 300)]
     default_timeout: u64,
@@ -141,6 +164,8 @@ pub struct ServerArgs {
     tls: TlsArgs,
     #[command(flatten)]
     harness: HarnessArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -157,11 +182,8 @@ pub struct NodeArgs {
     /// A CA certificate to trust for an https --join URL.
     #[arg(long)]
     ca_cert: Option<PathBuf>,
-    #[arg(long, default_value_t = 1000)]
-    max_sandboxes: u32,
-    /// Sum of the memory limits this node accepts, such as 96G (default: 4 × the host's memory).
-    #[arg(long, value_parser = size)]
-    max_memory: Option<u64>,
+    #[command(flatten)]
+    capacity: CapacityArgs,
     #[command(flatten)]
     egress: EgressArgs,
 }
@@ -170,17 +192,25 @@ fn size(s: &str) -> Result<u64, String> {
     reins_types::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn node_options(max_sandboxes: u32, max_memory: Option<u64>, egress: &EgressArgs) -> Result<NodeOptions> {
+fn node_options(c: &CapacityArgs, egress: &EgressArgs) -> Result<NodeOptions> {
     let d = NodeOptions::default();
+    anyhow::ensure!(c.max_sandboxes >= 1, "--max-sandboxes must be at least 1");
     Ok(NodeOptions {
-        max_sandboxes,
-        memory_bytes: max_memory.unwrap_or(d.memory_bytes),
+        max_sandboxes: c.max_sandboxes,
+        memory_bytes: c.max_memory.unwrap_or(d.memory_bytes),
+        pids: c.max_pids.unwrap_or(d.pids),
         egress: egress.options()?,
         data_dir: None,
     })
 }
 
-fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str, h: &HarnessArgs) -> Result<Limits> {
+fn limits(
+    default_timeout: u64,
+    max_timeout: u64,
+    sandbox_domain: &str,
+    h: &HarnessArgs,
+    r: &RetentionArgs,
+) -> Result<Limits> {
     anyhow::ensure!(
         reins_types::net::normalize_domain(sandbox_domain).as_deref() == Some(sandbox_domain),
         "--sandbox-domain must be a lower-case DNS name, such as sandboxes.example.com"
@@ -196,6 +226,8 @@ fn limits(default_timeout: u64, max_timeout: u64, sandbox_domain: &str, h: &Harn
         model_attempts: h.model_attempts,
         model_backoff: std::time::Duration::from_millis(h.model_backoff_ms),
         session_lease: std::time::Duration::from_secs(h.session_lease_secs),
+        hibernate_retention: std::time::Duration::from_secs(r.hibernate_retention_secs),
+        ended_retention: std::time::Duration::from_secs(r.ended_retention_secs),
         ..Limits::default()
     })
 }
@@ -263,7 +295,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_listen: "127.0.0.1:0".parse()?,
         gateway_advertise: None,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness, &args.retention)?,
         secret_key_file: args.secret_key_file,
     })
     .await
@@ -286,7 +318,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         ClientConfig::update_url(&url, ca.as_deref())?;
     }
 
-    let opts = node_options(args.max_sandboxes, args.max_memory, &args.egress)?;
+    let opts = node_options(&args.capacity, &args.egress)?;
     let local = LocalNode::start(&server, data_dir, &url, ca.as_deref(), opts).await?;
     println!("Reins is up at {url}");
     eprintln!("  node gateway: {}", server.gateway_addr);
@@ -350,7 +382,7 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_listen: args.gateway_listen,
         gateway_advertise: args.gateway_advertise,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness)?,
+        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness, &args.retention)?,
         secret_key_file: args.secret_key_file,
     })
     .await?;
@@ -381,10 +413,7 @@ pub async fn node(data_dir: &Path, args: NodeArgs) -> Result<u8> {
     };
     println!("node {} serving control plane gateway {}", identity.node_id, identity.gateway);
     let runtime = config::runtime(data_dir, 2, 4)?;
-    let opts = NodeOptions {
-        data_dir: Some(data_dir.join("node")),
-        ..node_options(args.max_sandboxes, args.max_memory, &args.egress)?
-    };
+    let opts = NodeOptions { data_dir: Some(data_dir.join("node")), ..node_options(&args.capacity, &args.egress)? };
     let node = Node::new(identity.node_id.clone(), runtime, opts).map_err(anyhow::Error::msg)?;
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(reins_node::serve(std::sync::Arc::clone(&node), identity, rx));

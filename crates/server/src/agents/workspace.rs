@@ -88,6 +88,8 @@ impl SessionWorkspace {
             ]),
             timeout_secs: Some(timeout.as_secs().min(self.app.limits.max_timeout.as_secs())),
             network: sb.network.clone(),
+            idle_timeout_secs: None,
+            snapshot: None,
         };
         let node = self.volume_node(req.memory_mb.unwrap_or(512) << 20).await?;
         let mut mounts = vec![Mount {

@@ -99,7 +99,8 @@ pub fn rfc3339(ms: i64) -> String {
 
 fn state(s: SandboxState) -> &'static str {
     match s {
-        SandboxState::Paused => "paused",
+        // E2B has one paused state: frozen (pause) and hibernated (autoPause) are both it.
+        SandboxState::Paused | SandboxState::Hibernated => "paused",
         _ => "running",
     }
 }
@@ -140,11 +141,6 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>)> {
     let req: NewSandbox = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("invalid body: {e}")))?;
-    if req.auto_pause == Some(true) {
-        tracing::info!(
-            "E2B autoPause requested: Reins releases at the timeout (hibernation comes with the lifecycle work)"
-        );
-    }
     let template = if req.template_id.is_empty() { "base".to_owned() } else { req.template_id };
     let network = match req.allow_internet_access {
         Some(false) => None,
@@ -213,7 +209,7 @@ pub async fn connect(
         if body.is_empty() { ConnectBody::default() } else { serde_json::from_slice(&body).unwrap_or_default() };
     let row = live_row(&app, &auth, &id).await?;
     let mut status = StatusCode::OK;
-    if row.state == SandboxState::Paused {
+    if matches!(row.state, SandboxState::Paused | SandboxState::Hibernated) {
         let _resumed =
             sandboxes::resume(State(std::sync::Arc::clone(&app)), auth.clone(), Path(row.id.clone())).await?;
         status = StatusCode::CREATED;
@@ -230,7 +226,7 @@ pub async fn connect(
 
 pub async fn pause(State(app): Shared, E2bAuth(auth): E2bAuth, Path(id): Path<String>) -> Result<StatusCode> {
     let row = live_row(&app, &auth, &id).await?;
-    if row.state == SandboxState::Paused {
+    if matches!(row.state, SandboxState::Paused | SandboxState::Hibernated) {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("sandbox {id} is already paused")).into());
     }
     let _paused = sandboxes::pause(State(app), auth, Path(row.id)).await?;
@@ -280,11 +276,11 @@ pub async fn list(
     }
     let mut states = Vec::new();
     for s in q.state.as_deref().unwrap_or("running,paused").split(',').filter(|s| !s.is_empty()) {
-        states.push(match s {
-            "running" => SandboxState::Running,
-            "paused" => SandboxState::Paused,
+        match s {
+            "running" => states.push(SandboxState::Running),
+            "paused" => states.extend([SandboxState::Paused, SandboxState::Hibernated]),
             other => return Err(ApiError::bad_request(format!("unknown state `{other}`: running or paused")).into()),
-        });
+        }
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 100);
     let filter = SandboxFilter { states, metadata, cursor: q.next_token.filter(|t| !t.is_empty()), limit };

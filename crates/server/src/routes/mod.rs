@@ -6,9 +6,11 @@ pub mod exec;
 pub mod exec_ws;
 pub mod files;
 pub mod network;
+pub mod pools;
 pub mod sandboxes;
 pub mod sessions;
 pub mod skills;
+pub mod snapshots;
 pub mod system;
 pub mod templates;
 

@@ -22,6 +22,7 @@ fn state(s: SandboxState) -> v1::SandboxState {
     match s {
         SandboxState::Running => v1::SandboxState::Running,
         SandboxState::Paused => v1::SandboxState::Paused,
+        SandboxState::Hibernated => v1::SandboxState::Hibernated,
         SandboxState::Ended => v1::SandboxState::Ended,
     }
 }
@@ -44,48 +45,78 @@ pub fn view(row: SandboxRow) -> v1::Sandbox {
         ended_ms: row.ended_ms,
         end_reason: row.end_reason,
         network: super::network::stored(&row.network),
+        idle_timeout_secs: row.idle_timeout_ms.map(|ms| (ms / 1000) as u64),
+        snapshot: row.snapshot_id,
         access_token: None,
     }
 }
 
-/// Checks a create request and turns it into a runtime spec and a timeout.
-pub fn validate(app: &App, req: &CreateSandbox) -> Result<(SandboxSpec, Duration), ApiError> {
+/// Checks a create request and turns it into a runtime spec and a timeout;
+/// `base` is the spec of the snapshot it starts from (its template, limits
+/// and environment, unless the request gives them).
+pub fn validate(
+    app: &App,
+    req: &CreateSandbox,
+    base: Option<&SandboxSpec>,
+) -> Result<(SandboxSpec, Duration), ApiError> {
     let bad = |m: String| ApiError::bad_request(m);
-    let template = req.template.clone().unwrap_or_else(|| "base".into());
+    let template = match (&req.template, base) {
+        (Some(t), Some(b)) if *t != b.template => {
+            return Err(bad(format!("the snapshot is of template `{}`: leave `template` out", b.template)));
+        }
+        (Some(t), _) => t.clone(),
+        (None, Some(b)) => b.template.clone(),
+        (None, None) => "base".into(),
+    };
     validate_template_name(&template).map_err(|e| bad(e.to_string()))?;
-    let mut limits = Limits::default();
-    if let Some(cpus) = req.cpus {
-        limits.cpu = CpuQuota::from_cpus(cpus).ok_or_else(|| bad("cpus must be between 0.01 and 1024".into()))?;
-    }
-    if let Some(mb) = req.memory_mb {
-        limits.memory_bytes = bounded(mb, 1 << 20, "memory_mb")? * MIB;
-    }
-    if let Some(mb) = req.disk_mb {
-        limits.disk_bytes = bounded(mb, 1 << 20, "disk_mb")? * MIB;
-    }
-    if let Some(p) = req.pids {
-        limits.pids = bounded(u64::from(p), 1 << 22, "pids")? as u32;
-    }
-    limits.validate().map_err(|e| bad(e.to_string()))?;
+    let limits = limits_of(req.cpus, req.memory_mb, req.disk_mb, req.pids, base.map(|b| b.limits))?;
     if req.env.len() > 256 {
         return Err(bad("at most 256 environment variables".into()));
     }
-    let env = req
-        .env
-        .iter()
-        .map(|(k, v)| {
-            if v.len() > 32 << 10 {
-                return Err(bad(format!("environment variable {k} is longer than 32 KiB")));
-            }
-            EnvVar::from_str(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut env = base.map(|b| b.env.clone()).unwrap_or_default();
+    for (k, v) in &req.env {
+        if v.len() > 32 << 10 {
+            return Err(bad(format!("environment variable {k} is longer than 32 KiB")));
+        }
+        let var = EnvVar::from_str(&format!("{k}={v}")).map_err(|e| bad(e.to_string()))?;
+        env.retain(|e| e.name != var.name);
+        env.push(var);
+    }
     validate_metadata(&req.metadata)?;
     let timeout = match req.timeout_secs {
         Some(s) => timeout(app, s)?,
         None => app.limits.default_timeout,
     };
+    if let Some(idle) = req.idle_timeout_secs {
+        bounded(idle, 7 * 24 * 3600, "idle_timeout_secs")?;
+    }
     Ok((SandboxSpec { template, limits, env, volumes: Vec::new(), timeout: None, layers: Vec::new() }, timeout))
+}
+
+/// Limits from a request's fields, each defaulting to `base` (or the defaults).
+pub fn limits_of(
+    cpus: Option<f64>,
+    memory_mb: Option<u64>,
+    disk_mb: Option<u64>,
+    pids: Option<u32>,
+    base: Option<Limits>,
+) -> Result<Limits, ApiError> {
+    let mut limits = base.unwrap_or_default();
+    if let Some(cpus) = cpus {
+        limits.cpu = CpuQuota::from_cpus(cpus)
+            .ok_or_else(|| ApiError::bad_request("cpus must be between 0.01 and 1024".to_owned()))?;
+    }
+    if let Some(mb) = memory_mb {
+        limits.memory_bytes = bounded(mb, 1 << 20, "memory_mb")? * MIB;
+    }
+    if let Some(mb) = disk_mb {
+        limits.disk_bytes = bounded(mb, 1 << 20, "disk_mb")? * MIB;
+    }
+    if let Some(p) = pids {
+        limits.pids = bounded(u64::from(p), 1 << 22, "pids")? as u32;
+    }
+    limits.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(limits)
 }
 
 fn bounded(v: u64, max: u64, what: &str) -> Result<u64, ApiError> {
@@ -144,12 +175,19 @@ pub async fn start(
     mounts: Vec<reins_api::node::Mount>,
     on: Option<&str>,
 ) -> Result<(SandboxRow, String), ApiError> {
-    let (spec, timeout) = validate(app, req)?;
+    let snapshot = match &req.snapshot {
+        Some(id) => Some(app.store.snapshot(tenant, id).await.map_err(ApiError::or_not_found("snapshot"))?),
+        None => None,
+    };
+    let base: Option<SandboxSpec> = snapshot.as_ref().and_then(|s| serde_json::from_str(&s.spec).ok());
+    let (spec, timeout) = validate(app, req, base.as_ref())?;
     let (network_view, policy) = super::network::validate(&req.network.clone().unwrap_or_default())?;
     let network = super::network::resolve(app, tenant, &network_view, policy).await?;
     if network.policy.mode == reins_types::NetMode::Open {
         tracing::info!(tenant = %tenant, "sandbox created with an open network");
     }
+    // A snapshot lives on the node that took it.
+    let on = snapshot.as_ref().map(|s| s.node_id.as_str()).or(on);
     let node = match on {
         Some(node) => app.nodes.get(node)?,
         None => app.nodes.pick(spec.limits.memory_bytes)?,
@@ -166,11 +204,20 @@ pub async fn start(
         network: serde_json::to_string(&network_view).map_err(ApiError::internal)?,
         metadata: req.metadata.clone(),
         expires_ms: now_ms() + timeout.as_millis() as i64,
+        idle_timeout_ms: req.idle_timeout_secs.map(|s| s as i64 * 1000),
+        snapshot_id: req.snapshot.clone(),
     };
     // The row and the sandbox are made at once. Whatever fails, the other is undone;
     // and after a crash in between the reconciler ends a row without a sandbox
     // (lost) and destroys a sandbox without a live row (orphan).
-    let body = reins_api::node::CreateSandbox { id: new.id.clone(), spec, network, mounts };
+    let body = reins_api::node::CreateSandbox {
+        id: new.id.clone(),
+        spec,
+        network,
+        mounts,
+        snapshot: req.snapshot.clone(),
+        idle_timeout_secs: req.idle_timeout_secs,
+    };
     let (row, started) =
         tokio::join!(app.store.insert_sandbox(&new), node.call_empty(Method::POST, "/sandboxes", Some(&body)));
     match (row, started) {
@@ -207,10 +254,9 @@ pub async fn list(
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
     for s in q.state.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
-        filter.states.push(
-            SandboxState::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown state `{s}`: use running, paused or ended")))?,
-        );
+        filter.states.push(SandboxState::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!("unknown state `{s}`: use running, paused, hibernated or ended"))
+        })?);
     }
     for pair in q.metadata.iter().flat_map(|m| m.split(',')).filter(|s| !s.is_empty()) {
         let (k, v) =
@@ -281,24 +327,54 @@ pub async fn set_timeout(
     get(State(app), auth, Path(id)).await
 }
 
-/// Pauses a sandbox whose timeout says `pause` (E2B's autoPause): frozen,
-/// kept for the longest timeout, then released unless resumed.
-pub async fn pause_on_timeout(app: &App, row: &SandboxRow) -> Result<(), ApiError> {
+/// Hibernates a sandbox whose timeout says `pause` (E2B's autoPause): its
+/// files are kept for the hibernation retention, then it is released unless woken.
+pub async fn hibernate_on_timeout(app: &App, row: &SandboxRow) -> Result<(), ApiError> {
     let node = app.nodes.get(&row.node_id)?;
-    node.call_empty(Method::POST, &format!("/sandboxes/{}/pause", row.id), None::<&()>).await?;
-    app.store.set_sandbox_state(&row.tenant_id, &row.id, SandboxState::Paused).await?;
-    let keep = now_ms() + app.limits.max_timeout.as_millis() as i64;
-    app.store.set_sandbox_expiry(&row.tenant_id, &row.id, keep).await?;
+    node.call_empty(Method::POST, &format!("/sandboxes/{}/hibernate", row.id), None::<&()>).await?;
+    app.store.mark_hibernated(&row.id, hibernation_end(app)).await?;
+    // Its timeout passed: what keeps it now is the retention.
+    app.store.set_sandbox_expiry(&row.tenant_id, &row.id, hibernation_end(app)).await?;
     Ok(())
+}
+
+fn hibernation_end(app: &App) -> i64 {
+    now_ms() + app.limits.hibernate_retention.as_millis() as i64
 }
 
 async fn set_paused(app: &App, auth: &Auth, id: &str, pause: bool) -> Result<Json<v1::Sandbox>, ApiError> {
     let node = running(app, auth, id).await?;
+    let row = app.store.sandbox(auth.tenant(), id).await.map_err(ApiError::or_not_found("sandbox"))?;
+    if row.state == SandboxState::Hibernated {
+        if pause {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "hibernated",
+                "the sandbox is hibernated: nothing to pause",
+            ));
+        }
+        // Resuming a hibernated sandbox wakes it.
+        node.call_empty(Method::POST, &format!("/sandboxes/{id}/wake"), None::<&()>).await?;
+        app.store.mark_woken(id).await?;
+        return Ok(Json(view(app.store.sandbox(auth.tenant(), id).await?)));
+    }
     let path = format!("/sandboxes/{id}/{}", if pause { "pause" } else { "resume" });
     node.call_empty(Method::POST, &path, None::<&()>).await?;
     let s = if pause { SandboxState::Paused } else { SandboxState::Running };
     app.store.set_sandbox_state(auth.tenant(), id, s).await.map_err(|_| ApiError::not_found("sandbox"))?;
     Ok(Json(view(app.store.sandbox(auth.tenant(), id).await?)))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/hibernate", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = v1::Sandbox), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+/// Hibernates a sandbox now: files kept, processes ended (running commands
+/// are killed), memory freed. The next command, file request or ingress
+/// request wakes it, as does `resume`.
+pub async fn hibernate(State(app): Shared, auth: Auth, Path(id): Path<String>) -> Result<Json<v1::Sandbox>, ApiError> {
+    let node = running(&app, &auth, &id).await?;
+    node.call_empty(Method::POST, &format!("/sandboxes/{id}/hibernate"), None::<&()>).await?;
+    app.store.mark_hibernated(&id, hibernation_end(&app)).await?;
+    Ok(Json(view(app.store.sandbox(auth.tenant(), &id).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),

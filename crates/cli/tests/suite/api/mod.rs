@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod cluster;
 mod e2b;
+mod elastic;
 mod ingress;
 mod input;
 mod interactive;
