@@ -29,6 +29,8 @@ pub enum BenchCmd {
     Agent(crate::bench_agent::AgentBench),
     /// The E2B Python SDK against Reins: create + run + kill, and run alone.
     E2b(crate::bench_e2b::E2bBench),
+    /// Warm pools, hibernation and wake, fork, idle density, sustained creation through the API.
+    Lifecycle(crate::bench_lifecycle::LifecycleBench),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +95,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         BenchCmd::Network(args) => return crate::bench_net::run(data_dir, args).await,
         BenchCmd::Agent(args) => return crate::bench_agent::run(data_dir, args).await,
         BenchCmd::E2b(args) => return crate::bench_e2b::run(data_dir, args).await,
+        BenchCmd::Lifecycle(args) => return crate::bench_lifecycle::run(data_dir, args).await,
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
@@ -255,7 +258,7 @@ fn used_kib() -> Result<u64> {
 }
 
 /// Holds `n` idle sandboxes; returns host memory per sandbox (KiB) and exec latency.
-async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
+pub(crate) async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
     let before = used_kib()?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {
