@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use reins_api::node::{CreateSandbox, PoolSpec};
+use reins_api::node::CreateSandbox;
 use reins_node::Node;
 use reins_sandbox::{ExecEvent, ExecRequest, RuntimeOptions};
 use reins_server::Limits;
@@ -58,6 +58,8 @@ struct Report {
     cpus: usize,
     /// Claim from a warm pool → first output of `echo`.
     pool_claim_ms: Summary,
+    /// Of which the claim itself (the create answered).
+    pool_claim_create_ms: Summary,
     /// The same without a pool (a fresh create; the runtime's prepared children still help).
     cold_create_ms: Summary,
     /// Claims that found the pool empty (served cold instead).
@@ -125,13 +127,13 @@ fn pool_ready(node: &Node) -> u32 {
     node.status().pools.first().map_or(0, |p| p.ready)
 }
 
-/// Pool claims and, interleaved, cold creates of another shape.
-async fn claims(node: &Node, runs: usize) -> Result<(Summary, Summary, u64)> {
+/// Pool claims and, interleaved, cold creates of another shape. The pool
+/// is set through the API (the control plane sends it to the node).
+async fn claims(node: &Node, client: &Client, runs: usize) -> Result<(Summary, Summary, Summary, u64)> {
     let pooled = SandboxSpec::default();
     let cold = SandboxSpec { limits: reins_types::Limits { pids: 255, ..pooled.limits }, ..pooled.clone() };
-    let pool = PoolSpec { template: pooled.template.clone(), limits: pooled.limits, min: 8, max: 8 };
-    node.set_pools(vec![pool]).map_err(|e| anyhow::anyhow!(e.message))?;
-    let (mut claim, mut fresh, mut misses) = (Vec::new(), Vec::new(), 0);
+    client.call(reqwest::Method::PUT, "/v1/pools/base", Some(json!({"min": 8, "max": 8}))).await?;
+    let (mut claim, mut claim_only, mut fresh, mut misses) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for i in 0..runs + 20 {
         // Wait for the refill, so each claim meets a ready sandbox (as a sized pool would).
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -141,6 +143,7 @@ async fn claims(node: &Node, runs: usize) -> Result<(Summary, Summary, u64)> {
         let before = node.status().pools.first().map_or(0, |p| p.claims);
         let t0 = Instant::now();
         create(node, "bench-claim", pooled.clone(), None).await?;
+        let only = ms(t0);
         let t = first_output(node, "bench-claim", t0).await?;
         let claimed = node.status().pools.first().map_or(0, |p| p.claims) > before;
         destroy(node, "bench-claim").await?;
@@ -153,20 +156,22 @@ async fn claims(node: &Node, runs: usize) -> Result<(Summary, Summary, u64)> {
         }
         if claimed {
             claim.push(t);
+            claim_only.push(only);
         } else {
             misses += 1;
         }
         fresh.push(c);
     }
-    node.set_pools(Vec::new()).map_err(|e| anyhow::anyhow!(e.message))?;
-    Ok((Summary::of(claim), Summary::of(fresh), misses))
+    client.call(reqwest::Method::DELETE, "/v1/pools/base", None).await?;
+    Ok((Summary::of(claim), Summary::of(claim_only), Summary::of(fresh), misses))
 }
 
 /// Hibernate and wake one sandbox with a few files, `runs` times.
 async fn wakes(node: &Node, runs: usize) -> Result<(Summary, Summary)> {
     create(node, "bench-wake", SandboxSpec::default(), None).await?;
     let sb = node.get("bench-wake").await.map_err(|e| anyhow::anyhow!(e.message))?;
-    let out = sb.exec(ExecRequest::new(["bash", "-c", "mkdir -p work && seq 1 10000 > work/data"])).await?.output().await?;
+    let out =
+        sb.exec(ExecRequest::new(["bash", "-c", "mkdir -p work && seq 1 10000 > work/data"])).await?.output().await?;
     drop(sb);
     if out.status.shell_code() != 0 {
         bail!("writing the files failed");
@@ -199,7 +204,8 @@ async fn forks(node: &Node, runs: usize, mb: u64) -> Result<(Summary, Summary)> 
     for i in 0..runs {
         let sid = format!("bench-fork-{i}");
         let t0 = Instant::now();
-        let info = node.snapshot("bench-fork-src", &sid).await.map_err(|e| anyhow::anyhow!("snapshot: {}", e.message))?;
+        let info =
+            node.snapshot("bench-fork-src", &sid).await.map_err(|e| anyhow::anyhow!("snapshot: {}", e.message))?;
         snap.push(ms(t0));
         if info.bytes < mb << 20 {
             bail!("the snapshot holds {} bytes, expected at least {}", info.bytes, mb << 20);
@@ -307,8 +313,9 @@ async fn one(client: &Client) -> Result<(f64, f64)> {
     let sb = client.call(reqwest::Method::POST, "/v1/sandboxes", Some(json!({"timeout_secs": 60}))).await?;
     let created = ms(t0);
     let id = sb["id"].as_str().context("no id")?.to_owned();
-    let out =
-        client.call(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"), Some(json!({"cmd": ["echo", "hi"]}))).await;
+    let out = client
+        .call(reqwest::Method::POST, &format!("/v1/sandboxes/{id}/exec"), Some(json!({"cmd": ["echo", "hi"]})))
+        .await;
     let deleted = client.call(reqwest::Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
     if out?["stdout"] != "hi\n" {
         bail!("unexpected exec result");
@@ -333,7 +340,8 @@ pub async fn run(data_dir: &Path, args: LifecycleBench) -> Result<u8> {
 async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> Result<Report> {
     let node = &svc.local.node;
     progress(args.json, &format!("warm-pool claims and cold creates: {} each", args.runs));
-    let (pool_claim_ms, cold_create_ms, pool_misses) = claims(node, args.runs).await?;
+    let (pool_claim_ms, pool_claim_create_ms, cold_create_ms, pool_misses) =
+        claims(node, &svc.client(), args.runs).await?;
     progress(args.json, &format!("hibernate and wake: {} times", args.wakes));
     let (wake_ms, hibernate_ms) = wakes(node, args.wakes).await?;
     progress(args.json, &format!("fork of a sandbox holding {} MiB: {} times", args.fork_mb, args.forks));
@@ -354,6 +362,7 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
     Ok(Report {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         pool_claim_ms,
+        pool_claim_create_ms,
         cold_create_ms,
         pool_misses,
         wake_ms,
@@ -377,6 +386,7 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
 
 fn print(r: &Report) {
     println!("{:<34} {}", "pool claim → first output (ms)", r.pool_claim_ms);
+    println!("{:<34} {}", "  of which the claim (ms)", r.pool_claim_create_ms);
     println!("{:<34} {}", "  reference: cold create (ms)", r.cold_create_ms);
     println!("{:<34} {}", "  claims that missed the pool", r.pool_misses);
     println!("{:<34} {}", "wake → first output (ms)", r.wake_ms);
