@@ -255,3 +255,45 @@ async fn start_one(node: &Arc<Node>, spec: &SandboxSpec) -> Option<Sandbox> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(min: u32, max: u32) -> Pool {
+        let limits = reins_types::Limits::default();
+        Pool::new(PoolSpec { template: "base".into(), limits, min, max })
+    }
+
+    #[test]
+    fn a_pool_sizes_itself_from_recent_demand_between_min_and_max() {
+        let now = Instant::now();
+        let mut p = pool(2, 16);
+        p.retarget(now);
+        assert_eq!(p.target, 2, "no demand: min");
+        // 30 claims in the window: 3 per second, two seconds' worth ready.
+        p.demand.extend((0..30).map(|i| now - Duration::from_millis(i * 100)));
+        p.retarget(now);
+        assert_eq!(p.target, 6);
+        // A burst beyond max is capped.
+        p.demand.extend((0..500).map(|_| now));
+        p.retarget(now);
+        assert_eq!(p.target, 16);
+        // Demand falls: once the window has passed, back to min.
+        p.retarget(now + WINDOW + Duration::from_millis(1));
+        assert_eq!((p.target, p.demand.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_pool_matches_only_its_own_plain_shape() {
+        let p = pool(0, 1);
+        let plain = SandboxSpec::default();
+        assert!(p.matches(&plain));
+        let other = SandboxSpec { limits: reins_types::Limits { pids: 1, ..plain.limits }, ..plain.clone() };
+        assert!(!p.matches(&other));
+        let layered = SandboxSpec { layers: vec!["/x".into()], ..plain.clone() };
+        assert!(!p.matches(&layered));
+        let timed = SandboxSpec { timeout: Some(Duration::from_secs(1)), ..plain };
+        assert!(!p.matches(&timed));
+    }
+}

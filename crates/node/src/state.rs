@@ -25,7 +25,10 @@ pub struct NodeOptions {
     /// reservations (an idle sandbox uses about 1 MiB), so the default is four
     /// times the host's memory.
     pub memory_bytes: u64,
-    /// Sum of the pids limits of running sandboxes (default: the kernel's `pid_max`).
+    /// Sum of the pids limits of running sandboxes. Like memory limits they
+    /// are ceilings (an idle sandbox runs one process), so the default is
+    /// eight times the kernel's `pid_max` (1,000 sandboxes of 256 on a
+    /// default kernel).
     pub pids: u64,
     /// The egress proxy's fixed name answers and extra upstream CA.
     pub egress: reins_net::EgressOptions,
@@ -39,7 +42,7 @@ impl Default for NodeOptions {
         Self {
             max_sandboxes: 1000,
             memory_bytes: host_memory().saturating_mul(4),
-            pids: pid_max(),
+            pids: pid_max().saturating_mul(8),
             egress: reins_net::EgressOptions::default(),
             data_dir: None,
         }

@@ -86,7 +86,7 @@ pub struct CapacityArgs {
     /// Sum of the memory limits accepted, such as 96G (default: 4 × the host's memory).
     #[arg(long, value_parser = size)]
     max_memory: Option<u64>,
-    /// Sum of the pids limits accepted (default: the kernel's pid_max).
+    /// Sum of the pids limits accepted (default: 8 × the kernel's pid_max).
     #[arg(long)]
     max_pids: Option<u64>,
 }

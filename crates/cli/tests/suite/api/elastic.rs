@@ -220,3 +220,64 @@ async fn a_full_node_refuses_with_503_and_a_retry_hint() {
         api.ok(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
     }
 }
+
+/// Live (or ended) sandboxes the API still lists.
+async fn listed(api: &Api, states: &str) -> usize {
+    let v = api.ok(Method::GET, &format!("/v1/sandboxes?state={states}&limit=1000"), None).await;
+    v["items"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_short_lived_sandboxes_leave_nothing_behind() {
+    use futures_util::StreamExt;
+    let env = Env::new();
+    let up = env.up("data", &["--ended-retention-secs", "1"]).await;
+    let api = up.admin();
+    let run_dir = std::path::Path::new("/run/reins-test").join(&env.tag);
+    // Most end by their 1 s timeout (the reaper), every tenth by a delete, every hundredth fails (unknown template).
+    let failures = std::sync::atomic::AtomicU32::new(0);
+    futures_util::stream::iter(0..10_000u32)
+        .for_each_concurrent(16, |i| {
+            let (api, failures) = (api.clone(), &failures);
+            async move {
+                if i % 100 == 99 {
+                    let bad = api.call(Method::POST, "/v1/sandboxes", Some(json!({"template": "no-such"}))).await;
+                    assert_error(&bad, StatusCode::NOT_FOUND, "template_not_found");
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                let id = api.create(json!({"timeout_secs": 1, "memory_mb": 64})).await;
+                if i % 10 == 0 {
+                    api.ok(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
+                }
+            }
+        })
+        .await;
+    assert_eq!(failures.into_inner(), 100);
+    // Every sandbox ends, then every row goes.
+    for (states, what) in [("running,paused,hibernated", "live sandboxes"), ("ended", "ended rows")] {
+        let mut left = usize::MAX;
+        for _ in 0..600 {
+            left = listed(&api, states).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, 0, "{what} remain");
+    }
+    // No process in any slot cgroup, no mount, no directory of a sandbox.
+    assert!(env.sandbox_processes().is_empty(), "processes left: {:?}", env.sandbox_processes());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&run_dir.to_string_lossy().into_owned()), "a mount of the run dir is left");
+    let entries = |p: std::path::PathBuf| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(&p).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default()
+    };
+    assert!(entries(run_dir.join("mnt")).is_empty(), "files under the mount point");
+    for sub in ["node/hibernated", "node/snapshots/layers", "node/volumes"] {
+        assert!(entries(env.data("data").join(sub)).is_empty(), "{sub} is not empty");
+    }
+    // Slots (and their cgroup directories) were reused, not made per sandbox.
+    let slots = entries(std::path::Path::new("/sys/fs/cgroup/pids").join(format!("reins-test-{}", env.tag))).len();
+    assert!(slots > 0 && slots < 1000, "{slots} slot cgroups for 10,000 sandboxes");
+}
