@@ -6,8 +6,8 @@
 //! files and volumes stay. The next request that needs it (a command, a file
 //! operation, ingress) makes it again on those layers: the same files, fresh
 //! processes. The record survives a node restart. Credentials are not
-//! written to disk: after a restart a woken sandbox has its policy but no
-//! credentials until the control plane sends its network settings again.
+//! written to disk: when a restarted node connects, the control plane sends
+//! its hibernated sandboxes' network settings again.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -87,7 +87,7 @@ pub async fn attend(
     node_conn.set_status(status.clone());
     app.nodes.insert(Arc::clone(&node_conn));
     reconcile(&app, &node_conn, &status, node_conn.connected_ms, false).await;
-    crate::reconcile::sync_states(&app, None, &status).await;
+    crate::reconcile::sync_states(&app, &node_conn, None, &status).await;
     crate::routes::pools::push_to(&app, &node_conn).await;
     let mut ticks = 0u32;
     tokio::pin!(done);
@@ -100,7 +100,7 @@ pub async fn attend(
                     Ok(s) => {
                         let before = node_conn.status();
                         node_conn.set_status(s.clone());
-                        crate::reconcile::sync_states(&app, before.as_ref(), &s).await;
+                        crate::reconcile::sync_states(&app, &node_conn, before.as_ref(), &s).await;
                         let _ = app.store.node_seen(&node_id).await;
                         crate::netlog::collect(&app, &node_conn).await;
                         ticks += 1;

@@ -64,7 +64,7 @@ pub async fn reconcile(app: &App, node: &NodeConn, status: &Status, cutoff_ms: i
 /// Follows what the node did on its own: sandboxes it hibernated (idle)
 /// and those it woke (a request came). `before` is the node's previous
 /// status (`None` at a connection: every hibernated one is checked).
-pub async fn sync_states(app: &App, before: Option<&Status>, now: &Status) {
+pub async fn sync_states(app: &App, node: &NodeConn, before: Option<&Status>, now: &Status) {
     let was: HashSet<&str> = before.map(|s| s.hibernated.iter().map(String::as_str).collect()).unwrap_or_default();
     let is: HashSet<&str> = now.hibernated.iter().map(String::as_str).collect();
     let keep = reins_store::now_ms() + app.limits.hibernate_retention.as_millis() as i64;
@@ -73,10 +73,27 @@ pub async fn sync_states(app: &App, before: Option<&Status>, now: &Status) {
             tracing::warn!(sandbox = %id, error = %e, "recording a hibernation");
         }
     }
+    if before.is_none() && !is.is_empty() {
+        resend_credentials(app, node, &is).await;
+    }
     let present: HashSet<&str> = now.sandboxes.iter().map(String::as_str).collect();
     for id in was.difference(&is).filter(|id| present.contains(*id)) {
         if let Err(e) = app.store.mark_woken(id).await {
             tracing::warn!(sandbox = %id, error = %e, "recording a wake");
+        }
+    }
+}
+
+/// At a node's (re)connection: the credentials of its hibernated sandboxes,
+/// which the node did not keep on disk.
+async fn resend_credentials(app: &App, node: &NodeConn, hibernated: &HashSet<&str>) {
+    let Ok(rows) = app.store.node_sandboxes(&node.id).await else { return };
+    for row in rows.iter().filter(|r| hibernated.contains(r.id.as_str())) {
+        if crate::routes::network::stored(&row.network).secrets.is_empty() {
+            continue;
+        }
+        if let Err(e) = crate::routes::network::resend(app, node, row).await {
+            tracing::warn!(sandbox = %row.id, error = %e.message, "sending a hibernated sandbox's credentials");
         }
     }
 }

@@ -209,14 +209,18 @@ pub async fn connect(
         if body.is_empty() { ConnectBody::default() } else { serde_json::from_slice(&body).unwrap_or_default() };
     let row = live_row(&app, &auth, &id).await?;
     let mut status = StatusCode::OK;
-    if matches!(row.state, SandboxState::Paused | SandboxState::Hibernated) {
+    let was_paused = matches!(row.state, SandboxState::Paused | SandboxState::Hibernated);
+    if was_paused {
         let _resumed =
             sandboxes::resume(State(std::sync::Arc::clone(&app)), auth.clone(), Path(row.id.clone())).await?;
         status = StatusCode::CREATED;
     }
-    if let Some(secs) = req.timeout {
+    // A resumed sandbox's timeout starts again (after autoPause its expiry was the retention's);
+    // a running one's is only ever extended.
+    let secs = req.timeout.or(was_paused.then_some(300));
+    if let Some(secs) = secs {
         let want = reins_store::now_ms() + sandboxes::timeout(&app, secs)?.as_millis() as i64;
-        if want > row.expires_ms {
+        if was_paused || want > row.expires_ms {
             app.store.set_sandbox_expiry(auth.tenant(), &row.id, want).await?;
         }
     }

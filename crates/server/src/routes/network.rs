@@ -109,6 +109,15 @@ async fn refresh_users(app: &App, tenant: &str, name: &str) -> Result<usize, Api
     }
 }
 
+/// Sends a sandbox's stored policy, with its secrets opened again, to its
+/// node (which keeps credentials only in memory: after a node restart a
+/// sandbox it woke from hibernation needs them again).
+pub async fn resend(app: &App, node: &crate::nodes::NodeConn, row: &reins_store::SandboxRow) -> Result<(), ApiError> {
+    let (normal, policy) = validate(&stored(&row.network))?;
+    let network = resolve_with(app, &row.tenant_id, &normal, policy, true).await?;
+    node.call_empty(Method::PUT, &format!("/sandboxes/{}/network", row.id), Some(&network)).await
+}
+
 fn credential(app: &App, row: &SecretRow) -> Result<Credential, ApiError> {
     let value = app.sealing.open(&row.tenant_id, &row.name, &row.sealed).map_err(ApiError::internal)?;
     let hosts: Vec<Rule> = serde_json::from_str(&row.hosts).map_err(ApiError::internal)?;

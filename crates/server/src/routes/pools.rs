@@ -73,6 +73,25 @@ fn view(app: &App, row: &PoolRow) -> v1::Pool {
     }
 }
 
+/// A pool of a template no connected node has would only fail to fill: 404.
+async fn known_template(app: &App, name: &str) -> Result<(), ApiError> {
+    let nodes = app.nodes.all();
+    for node in &nodes {
+        let list: Vec<v1::Template> = node.call(Method::GET, "/templates", None::<&()>).await?;
+        if list.iter().any(|t| t.name == name) {
+            return Ok(());
+        }
+    }
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "template_not_found",
+        format!("no node has template `{name}`: import it first (`reins template import`)"),
+    ))
+}
+
 #[utoipa::path(put, path = "/v1/pools/{template}", tag = "pools", params(("template" = String, Path)),
     request_body = PutPool,
     responses((status = 200, body = v1::Pool), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -90,6 +109,7 @@ pub async fn put(
         return Err(ApiError::bad_request(format!("need min ≤ max ≤ {MAX_POOL}")));
     }
     let limits = limits_of(req.cpus, req.memory_mb, req.disk_mb, req.pids, None)?;
+    known_template(&app, &template).await?;
     let json = serde_json::to_string(&limits).map_err(ApiError::internal)?;
     let row = app.store.put_pool(&template, &shape(&limits), &json, i64::from(req.min), i64::from(req.max)).await?;
     push_all(&app).await;
