@@ -60,6 +60,8 @@ struct Report {
     pool_claim_ms: Summary,
     /// Of which the claim itself (the create answered).
     pool_claim_create_ms: Summary,
+    /// The floor under a claim: a second `echo` in the claimed sandbox → its first output.
+    exec_again_ms: Summary,
     /// The same without a pool (a fresh create; the runtime's prepared children still help).
     cold_create_ms: Summary,
     /// Claims that found the pool empty (served cold instead).
@@ -127,13 +129,21 @@ fn pool_ready(node: &Node) -> u32 {
     node.status().pools.first().map_or(0, |p| p.ready)
 }
 
+struct Claims {
+    claim: Summary,
+    create: Summary,
+    again: Summary,
+    cold: Summary,
+    misses: u64,
+}
+
 /// Pool claims and, interleaved, cold creates of another shape. The pool
 /// is set through the API (the control plane sends it to the node).
-async fn claims(node: &Node, client: &Client, runs: usize) -> Result<(Summary, Summary, Summary, u64)> {
+async fn claims(node: &Node, client: &Client, runs: usize) -> Result<Claims> {
     let pooled = SandboxSpec::default();
     let cold = SandboxSpec { limits: reins_types::Limits { pids: 255, ..pooled.limits }, ..pooled.clone() };
     client.call(reqwest::Method::PUT, "/v1/pools/base", Some(json!({"min": 8, "max": 8}))).await?;
-    let (mut claim, mut claim_only, mut fresh, mut misses) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut claim, mut claim_only, mut again, mut fresh, mut misses) = (vec![], vec![], vec![], vec![], 0);
     for i in 0..runs + 20 {
         // Wait for the refill, so each claim meets a ready sandbox (as a sized pool would).
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -145,6 +155,7 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<(Summary, S
         create(node, "bench-claim", pooled.clone(), None).await?;
         let only = ms(t0);
         let t = first_output(node, "bench-claim", t0).await?;
+        let a = first_output(node, "bench-claim", Instant::now()).await?;
         let claimed = node.status().pools.first().map_or(0, |p| p.claims) > before;
         destroy(node, "bench-claim").await?;
         let t0 = Instant::now();
@@ -157,13 +168,20 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<(Summary, S
         if claimed {
             claim.push(t);
             claim_only.push(only);
+            again.push(a);
         } else {
             misses += 1;
         }
         fresh.push(c);
     }
     client.call(reqwest::Method::DELETE, "/v1/pools/base", None).await?;
-    Ok((Summary::of(claim), Summary::of(claim_only), Summary::of(fresh), misses))
+    Ok(Claims {
+        claim: Summary::of(claim),
+        create: Summary::of(claim_only),
+        again: Summary::of(again),
+        cold: Summary::of(fresh),
+        misses,
+    })
 }
 
 /// Hibernate and wake one sandbox with a few files, `runs` times.
@@ -340,8 +358,7 @@ pub async fn run(data_dir: &Path, args: LifecycleBench) -> Result<u8> {
 async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> Result<Report> {
     let node = &svc.local.node;
     progress(args.json, &format!("warm-pool claims and cold creates: {} each", args.runs));
-    let (pool_claim_ms, pool_claim_create_ms, cold_create_ms, pool_misses) =
-        claims(node, &svc.client(), args.runs).await?;
+    let c = claims(node, &svc.client(), args.runs).await?;
     progress(args.json, &format!("hibernate and wake: {} times", args.wakes));
     let (wake_ms, hibernate_ms) = wakes(node, args.wakes).await?;
     progress(args.json, &format!("fork of a sandbox holding {} MiB: {} times", args.fork_mb, args.forks));
@@ -361,10 +378,11 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
     };
     Ok(Report {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        pool_claim_ms,
-        pool_claim_create_ms,
-        cold_create_ms,
-        pool_misses,
+        pool_claim_ms: c.claim,
+        pool_claim_create_ms: c.create,
+        exec_again_ms: c.again,
+        cold_create_ms: c.cold,
+        pool_misses: c.misses,
         wake_ms,
         hibernate_ms,
         fork_ms,
@@ -387,6 +405,7 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
 fn print(r: &Report) {
     println!("{:<34} {}", "pool claim → first output (ms)", r.pool_claim_ms);
     println!("{:<34} {}", "  of which the claim (ms)", r.pool_claim_create_ms);
+    println!("{:<34} {}", "  floor: a second echo (ms)", r.exec_again_ms);
     println!("{:<34} {}", "  reference: cold create (ms)", r.cold_create_ms);
     println!("{:<34} {}", "  claims that missed the pool", r.pool_misses);
     println!("{:<34} {}", "wake → first output (ms)", r.wake_ms);

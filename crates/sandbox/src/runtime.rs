@@ -368,9 +368,17 @@ fn guest_socket() -> Result<(UnixStream, OwnedFd), Error> {
     Ok((stream, b))
 }
 
-/// Each sandbox holds a few descriptors; lift the soft limit to the hard one.
+/// Each sandbox holds a few descriptors on the host (its socket, pidfd,
+/// writable-layer handle and slot lock): lift the limit to the kernel's
+/// `fs.nr_open` where this process may (root), else the soft limit to the hard one.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(max) = nr_open {
+        if setrlimit(Resource::RLIMIT_NOFILE, max, max).is_ok() {
+            return;
+        }
+    }
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }

@@ -91,3 +91,13 @@ async fn limits_hold_on_reused_and_recreated_slots() {
     sb.destroy().await;
     t.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_get_a_fixed_descriptor_limit_whatever_the_host_has() {
+    let t = TestRuntime::new();
+    let sb = t.sandbox().await;
+    let out = sh(&sb, "ulimit -Sn; ulimit -Hn").await;
+    assert_eq!(text(&out.stdout), "65536\n65536\n");
+    sb.destroy().await;
+    t.assert_clean().await;
+}

@@ -45,6 +45,9 @@ pub const USER_ID: u32 = 1000;
 
 const GUEST_FD: i32 = 3;
 
+/// Open files per process inside a sandbox (soft and hard).
+pub const SANDBOX_NOFILE: u64 = 65_536;
+
 /// The cloned child's whole life: receive its sandbox, set up, become the
 /// guest. A parked child gets its `cgroups` up front and joins them while it
 /// waits; otherwise it joins those of its request while its mounts are built.
@@ -149,6 +152,10 @@ fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<Owne
         join_cgroups(&req.cgroup_procs)?;
     }
     enter(&root)?;
+    // The host process lifts its own descriptor limit (it holds a few per
+    // sandbox); commands get a fixed one, whatever the host's.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, SANDBOX_NOFILE, SANDBOX_NOFILE)
+        .map_err(|e| format!("descriptor limit: {e}"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
     enter_user_namespace(req.id_base)?;
     // SAFETY: plain prctl calls with integer arguments.

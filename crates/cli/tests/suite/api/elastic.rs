@@ -119,7 +119,8 @@ async fn an_idle_sandbox_hibernates_and_the_next_request_wakes_it_even_after_a_r
     assert_eq!(stdout(&got), "kept\n0\n");
     // (Idle again, it hibernates again a second later.)
 
-    // Explicitly, then across a restart of the whole service.
+    // Explicitly, then across a restart of the whole service (with a snapshot taken before it).
+    let snap = api.ok(Method::POST, &format!("/v1/sandboxes/{id}/snapshots"), None).await;
     let hib = api.ok(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"), None).await;
     assert_eq!(hib["state"], "hibernated");
     let key = api.key.clone();
@@ -130,7 +131,10 @@ async fn an_idle_sandbox_hibernates_and_the_next_request_wakes_it_even_after_a_r
     let raw =
         api.req(Method::GET, &format!("/v1/sandboxes/{id}/files?path=/home/user/notes")).send().await.expect("get");
     assert_eq!(raw.text().await.expect("body"), "kept\n", "a file request wakes it");
-    // Resume wakes too, and a paused sandbox cannot hibernate into a bad state.
+    let from_snap = api.create(json!({"snapshot": snap["id"]})).await;
+    assert_eq!(stdout(&api.exec(&from_snap, &["cat", "notes"]).await), "kept\n", "the snapshot survived the restart");
+    api.ok(Method::DELETE, &format!("/v1/sandboxes/{from_snap}"), None).await;
+    // Resume wakes too.
     api.ok(Method::POST, &format!("/v1/sandboxes/{id}/hibernate"), None).await;
     let resumed = api.ok(Method::POST, &format!("/v1/sandboxes/{id}/resume"), None).await;
     assert_eq!(resumed["state"], "running");
