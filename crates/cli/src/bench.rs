@@ -31,6 +31,9 @@ pub enum BenchCmd {
     E2b(crate::bench_e2b::E2bBench),
     /// Warm pools, hibernation and wake, fork, idle density, sustained creation through the API.
     Lifecycle(crate::bench_lifecycle::LifecycleBench),
+    /// Holds idle sandboxes for `bench lifecycle` (a worker process).
+    #[command(hide = true)]
+    IdleWorker(crate::bench_idle::IdleWorker),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +99,7 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
         BenchCmd::Agent(args) => return crate::bench_agent::run(data_dir, args).await,
         BenchCmd::E2b(args) => return crate::bench_e2b::run(data_dir, args).await,
         BenchCmd::Lifecycle(args) => return crate::bench_lifecycle::run(data_dir, args).await,
+        BenchCmd::IdleWorker(args) => return crate::bench_idle::worker(data_dir, args).await,
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let rt = config::runtime(data_dir, workers, RuntimeOptions::DEFAULT_EMBRYOS)?;
@@ -245,7 +249,7 @@ async fn one_true(rt: &Runtime, spec: &SandboxSpec) -> Result<()> {
     Ok(())
 }
 
-fn used_kib() -> Result<u64> {
+pub(crate) fn used_kib() -> Result<u64> {
     let info = std::fs::read_to_string("/proc/meminfo")?;
     let field = |name: &str| -> u64 {
         info.lines()
@@ -258,7 +262,7 @@ fn used_kib() -> Result<u64> {
 }
 
 /// Holds `n` idle sandboxes; returns host memory per sandbox (KiB) and exec latency.
-pub(crate) async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
+async fn density(rt: &Runtime, spec: &SandboxSpec, n: usize, data_dir: &Path) -> Result<(f64, Summary)> {
     let before = used_kib()?;
     let mut held = Vec::with_capacity(n);
     for i in 0..n {

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use reins_api::node::CreateSandbox;
 use reins_node::Node;
-use reins_sandbox::{ExecEvent, ExecRequest, RuntimeOptions};
+use reins_sandbox::{ExecEvent, ExecRequest};
 use reins_server::Limits;
 use reins_types::SandboxSpec;
 use serde::Serialize;
@@ -23,7 +23,6 @@ use serde_json::json;
 
 use crate::bench::progress;
 use crate::bench_api::{Client, LocalService};
-use crate::config;
 use crate::stats::Summary;
 
 #[derive(Debug, Args)]
@@ -369,9 +368,8 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
     );
     let s = sustained(Arc::new(svc.client()), args.rate_per_min, args.sustained_secs).await?;
     let (idle_kib_per_sandbox, idle_exec_ms) = if args.idle > 0 {
-        progress(args.json, &format!("{} idle sandboxes held at once", args.idle));
-        let rt = config::runtime(data_dir, 2, RuntimeOptions::DEFAULT_EMBRYOS)?;
-        let (kib, exec) = crate::bench::density(&rt, &SandboxSpec::default(), args.idle, data_dir).await?;
+        progress(args.json, &format!("{} idle sandboxes held at once (in worker processes)", args.idle));
+        let (kib, exec) = crate::bench_idle::density(args.idle, data_dir).await?;
         (Some(kib), Some(exec))
     } else {
         (None, None)

@@ -9,6 +9,7 @@ mod bench;
 mod bench_agent;
 mod bench_api;
 mod bench_e2b;
+mod bench_idle;
 mod bench_lifecycle;
 mod bench_net;
 mod client;

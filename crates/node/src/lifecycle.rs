@@ -56,8 +56,9 @@ pub(crate) async fn hibernate_idle(node: Weak<Node>) {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
         for id in node.idle() {
-            match node.hibernate(&id).await {
-                Ok(()) => tracing::info!(sandbox = %id, "idle sandbox hibernated"),
+            match node.hibernate_when(&id, true).await {
+                Ok(true) => tracing::info!(sandbox = %id, "idle sandbox hibernated"),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(sandbox = %id, error = %e.message, "hibernating an idle sandbox"),
             }
         }
@@ -91,19 +92,33 @@ impl Node {
     }
 
     /// Hibernates sandbox `id`: its files become a snapshot, its processes
-    /// end (commands still running are killed). Nothing to do when it hibernates already.
+    /// end (commands still running are killed; their streams end). Nothing
+    /// to do when it hibernates already.
     pub async fn hibernate(&self, id: &str) -> Result<(), ApiError> {
+        self.hibernate_when(id, false).await.map(drop)
+    }
+
+    /// [`Node::hibernate`]; with `if_idle`, only if it is still idle once its
+    /// turn comes. True when it hibernated now.
+    async fn hibernate_when(&self, id: &str, if_idle: bool) -> Result<bool, ApiError> {
         let dir = self.hibernated_dir()?;
         let turn = self.lock().sandboxes.get(id).map(|e| Arc::clone(&e.turn)).ok_or_else(ApiError::not_found)?;
         let _turn = turn.lock().await;
         // Taken out first: requests from now on wait for the wake.
         let (live, layers, plan) = {
             let mut inner = self.lock();
+            let busy = inner.execs.keys().any(|(sb, _)| sb == id);
             let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
-            let Some(live) = e.live.take() else { return Ok(()) };
+            // A request may have come since it was found idle.
+            let idle = !busy
+                && e.holds.load(Ordering::SeqCst) == 0
+                && e.plan.idle_timeout.is_some_and(|t| e.last_used.elapsed() >= t);
+            if if_idle && !idle {
+                return Ok(false);
+            }
+            let Some(live) = e.live.take() else { return Ok(false) };
             let taken = (live, e.layers.clone(), e.plan.clone());
             Self::unreserve(&mut inner, &taken.2.spec);
-            inner.execs.retain(|(sb, _), _| sb != id);
             taken
         };
         let snapshot = format!("hib-{id}-{}", now_ms());
@@ -127,7 +142,7 @@ impl Node {
             e.layers = new_layers;
         }
         self.collect_layers().await;
-        Ok(())
+        Ok(true)
     }
 
     /// Captures `live` as `snapshot` and writes its hibernation record; returns the snapshot's layers.

@@ -153,9 +153,11 @@ fn prepare(req: &SpawnRequest, in_cgroups: bool, filter: &Filter) -> Result<Owne
     }
     enter(&root)?;
     // The host process lifts its own descriptor limit (it holds a few per
-    // sandbox); commands get a fixed one, whatever the host's.
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, SANDBOX_NOFILE, SANDBOX_NOFILE)
-        .map_err(|e| format!("descriptor limit: {e}"))?;
+    // sandbox); commands get a fixed one (or the host's, if lower).
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("descriptor limit: {e}"))?;
+    let limit = SANDBOX_NOFILE.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(|e| format!("descriptor limit: {e}"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
     enter_user_namespace(req.id_base)?;
     // SAFETY: plain prctl calls with integer arguments.
