@@ -141,6 +141,31 @@ pub async fn run(data_dir: &Path, cmd: BenchCmd) -> Result<u8> {
     Ok(0)
 }
 
+/// Prints a report: as JSON for scripts, or with `human`.
+pub(crate) fn emit<R: Serialize>(report: &R, json: bool, human: impl FnOnce(&R)) -> Result<u8> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        human(report);
+    }
+    Ok(0)
+}
+
+/// Counts a failed operation of a load test; the first three are printed.
+pub(crate) fn count_error(errors: &AtomicU64, what: &str, e: &anyhow::Error) {
+    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+        eprintln!("{what}: {e:#}");
+    }
+}
+
+/// Waits for a load test's tasks.
+pub(crate) async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) -> Result<()> {
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
 /// A progress line on stderr, unless the output is JSON.
 pub(crate) fn progress(json: bool, msg: &str) {
     if !json {

@@ -158,13 +158,7 @@ pub async fn run(data_dir: &Path, args: AgentBench) -> Result<u8> {
     let api = Arc::new(Api(svc.client()));
     let result = measure(&api, &args).await;
     svc.stop().await;
-    let report = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print(&report);
-    }
-    Ok(0)
+    crate::bench::emit(&result?, args.json, print)
 }
 
 async fn measure(api: &Arc<Api>, args: &AgentBench) -> Result<Report> {

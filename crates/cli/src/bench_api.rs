@@ -177,13 +177,7 @@ pub async fn run(data_dir: &Path, args: ApiBench) -> Result<u8> {
     let client = Arc::new(svc.client());
     let result = measure(&client, svc.local.node.runtime(), &args).await;
     svc.stop().await;
-    let report = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print(&report);
-    }
-    Ok(0)
+    crate::bench::emit(&result?, args.json, print)
 }
 
 async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<Report> {
@@ -241,19 +235,13 @@ async fn measure(client: &Arc<Client>, rt: &Runtime, args: &ApiBench) -> Result<
                             done.fetch_add(1, Ordering::Relaxed);
                             lat.lock().unwrap_or_else(|p| p.into_inner()).push(ms.iter().sum::<f64>());
                         }
-                        Err(e) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("cycle failed: {e:#}");
-                            }
-                        }
+                        Err(e) => crate::bench::count_error(&errors, "cycle failed", &e),
                     }
                 }
             })
         })
         .collect();
-    for t in tasks {
-        t.await?;
-    }
+    crate::bench::join_all(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
     let cycles = done.load(Ordering::Relaxed);
     let cycle_s = Summary::of(cycle);

@@ -295,19 +295,13 @@ async fn sustained(client: Arc<Client>, rate_per_min: u64, secs: u64) -> Result<
                             l.0.push(c);
                             l.1.push(total);
                         }
-                        Err(e) => {
-                            if errors.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("sustained load: {e:#}");
-                            }
-                        }
+                        Err(e) => crate::bench::count_error(&errors, "sustained load", &e),
                     }
                 }
             })
         })
         .collect();
-    for t in tasks {
-        t.await?;
-    }
+    crate::bench::join_all(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
     sample_task.abort();
     let mut rss = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
@@ -345,13 +339,7 @@ pub async fn run(data_dir: &Path, args: LifecycleBench) -> Result<u8> {
     let svc = LocalService::start(data_dir, "bench-lifecycle", Limits::default()).await?;
     let result = measure(&svc, data_dir, &args).await;
     svc.stop().await;
-    let report = result?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print(&report);
-    }
-    Ok(0)
+    crate::bench::emit(&result?, args.json, print)
 }
 
 async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> Result<Report> {

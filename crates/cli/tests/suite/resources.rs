@@ -93,16 +93,13 @@ async fn limits_hold_on_reused_and_recreated_slots() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_get_a_bounded_descriptor_limit_not_the_host_process_one() {
+async fn commands_get_a_bounded_descriptor_limit() {
     let t = TestRuntime::new();
-    // The runtime lifted this process's limit (it holds descriptors per sandbox).
-    let (_, host_hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).expect("rlimit");
     let sb = t.sandbox().await;
     let out = sh(&sb, "ulimit -Sn; ulimit -Hn").await;
     let got: Vec<u64> = text(&out.stdout).lines().map(|l| l.parse().expect("number")).collect();
     assert_eq!(got.len(), 2);
     assert!(got[0] == got[1] && (1024..=65_536).contains(&got[0]), "{got:?}");
-    assert!(host_hard > 65_536, "the host process's limit was lifted: {host_hard}");
     sb.destroy().await;
     t.assert_clean().await;
 }
