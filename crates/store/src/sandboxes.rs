@@ -134,6 +134,10 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// Live rows, as the `(state, …)` indexes can find them (`state <> 'ended'`
+/// would walk every ended row too: ended rows pile up until purged).
+const LIVE: &str = "state IN ('running', 'paused', 'hibernated')";
+
 const COLUMNS: &str = "id, tenant_id, node_id, template, state, spec, metadata, created_ms, expires_ms, ended_ms, \
                        end_reason, network, access, on_timeout, idle_timeout_ms, snapshot_id";
 
@@ -398,7 +402,7 @@ impl Store {
 
     /// Live sandboxes whose expiry is before `now_ms`.
     pub async fn expired_sandboxes(&self, now_ms: i64) -> Result<Vec<SandboxRow>, Error> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE state <> 'ended' AND expires_ms <= $1"))
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE {LIVE} AND expires_ms <= $1"))
             .bind(now_ms)
             .fetch_all(self.pool())
             .await?;
@@ -422,7 +426,7 @@ impl Store {
 
     /// Live sandboxes placed on `node_id`.
     pub async fn node_sandboxes(&self, node_id: &str) -> Result<Vec<SandboxRow>, Error> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE node_id = $1 AND state <> 'ended'"))
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM sandboxes WHERE node_id = $1 AND {LIVE}"))
             .bind(node_id)
             .fetch_all(self.pool())
             .await?;
@@ -431,7 +435,7 @@ impl Store {
 
     /// Live sandboxes per state, for metrics.
     pub async fn sandbox_counts(&self) -> Result<Vec<(String, i64)>, Error> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM sandboxes WHERE state <> 'ended' GROUP BY state")
+        let rows = sqlx::query(&format!("SELECT state, COUNT(*) AS n FROM sandboxes WHERE {LIVE} GROUP BY state"))
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
