@@ -22,19 +22,19 @@ pub enum SnapshotCmd {
     },
 }
 
-/// The shape of a pool: limits as for `reins sandbox create`.
+/// A sandbox's limits (`reins sandbox create`, and a pool's shape).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Shape {
     #[arg(long)]
-    cpus: Option<f64>,
+    pub cpus: Option<f64>,
     /// Memory limit in MiB.
     #[arg(long)]
-    memory_mb: Option<u64>,
+    pub memory_mb: Option<u64>,
     #[arg(long)]
-    pids: Option<u32>,
+    pub pids: Option<u32>,
     /// Writable-layer limit in MiB.
     #[arg(long)]
-    disk_mb: Option<u64>,
+    pub disk_mb: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,16 +19,8 @@ pub enum SandboxCmd {
     Create {
         #[arg(long)]
         template: Option<String>,
-        #[arg(long)]
-        cpus: Option<f64>,
-        /// Memory limit in MiB.
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        #[arg(long)]
-        pids: Option<u32>,
-        /// Writable-layer limit in MiB.
-        #[arg(long)]
-        disk_mb: Option<u64>,
+        #[command(flatten)]
+        limits: crate::cmd::lifecycle::Shape,
         /// NAME=VALUE (repeatable).
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
@@ -204,26 +196,13 @@ fn show(sandboxes: &[Sandbox]) {
 pub async fn run(cmd: SandboxCmd) -> Result<u8> {
     let c = Client::from_env()?;
     match cmd {
-        SandboxCmd::Create {
-            template,
-            cpus,
-            memory_mb,
-            pids,
-            disk_mb,
-            env,
-            metadata,
-            timeout,
-            idle_timeout,
-            snapshot,
-            network,
-            json,
-        } => {
+        SandboxCmd::Create { template, limits, env, metadata, timeout, idle_timeout, snapshot, network, json } => {
             let body = CreateSandbox {
                 template,
-                cpus,
-                memory_mb,
-                pids,
-                disk_mb,
+                cpus: limits.cpus,
+                memory_mb: limits.memory_mb,
+                pids: limits.pids,
+                disk_mb: limits.disk_mb,
                 env: pairs(&env, "--env")?,
                 metadata: pairs(&metadata, "--metadata")?,
                 timeout_secs: timeout,
