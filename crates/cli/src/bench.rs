@@ -193,18 +193,22 @@ async fn cold_start(rt: &Runtime, spec: &SandboxSpec) -> Result<(f64, f64)> {
     let t0 = Instant::now();
     let sb = rt.create(spec).await?;
     let created = t0.elapsed().as_secs_f64() * 1000.0;
+    let ms = echo_first_output(&sb, t0).await?;
+    sb.destroy().await;
+    Ok((ms, created))
+}
+
+/// Runs `echo hi` in `sb`; ms from `t0` to the first byte of its output.
+pub(crate) async fn echo_first_output(sb: &reins_sandbox::Sandbox, t0: Instant) -> Result<f64> {
     let mut exec = sb.exec(ExecRequest::new(["echo", "hi"])).await?;
-    let ms = loop {
+    loop {
         match exec.next().await? {
-            Some(ExecEvent::Stdout(_)) => break t0.elapsed().as_secs_f64() * 1000.0,
+            Some(ExecEvent::Stdout(_)) => return Ok(t0.elapsed().as_secs_f64() * 1000.0),
             Some(ExecEvent::Exit(s)) => bail!("echo exited with {s:?} before printing"),
             Some(ExecEvent::Stderr(_)) => {}
             None => bail!("echo printed nothing"),
         }
-    };
-    drop(exec);
-    sb.destroy().await;
-    Ok((ms, created))
+    }
 }
 
 /// The same measurement with bubblewrap, or `None` when `bwrap` is not installed.

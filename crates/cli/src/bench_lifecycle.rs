@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use reins_api::node::CreateSandbox;
 use reins_node::Node;
-use reins_sandbox::{ExecEvent, ExecRequest};
+use reins_sandbox::ExecRequest;
 use reins_server::Limits;
 use reins_types::SandboxSpec;
 use serde::Serialize;
@@ -97,15 +97,7 @@ fn ms(since: Instant) -> f64 {
 /// Runs `echo hi` in sandbox `id` (waking it if needed); ms from `t0` to its first output.
 async fn first_output(node: &Node, id: &str, t0: Instant) -> Result<f64> {
     let sb = node.get(id).await.map_err(|e| anyhow::anyhow!(e.message))?;
-    let mut exec = sb.exec(ExecRequest::new(["echo", "hi"])).await?;
-    loop {
-        match exec.next().await? {
-            Some(ExecEvent::Stdout(_)) => return Ok(ms(t0)),
-            Some(ExecEvent::Exit(s)) => bail!("echo exited with {s:?} before printing"),
-            Some(ExecEvent::Stderr(_)) => {}
-            None => bail!("echo printed nothing"),
-        }
-    }
+    crate::bench::echo_first_output(&sb, t0).await
 }
 
 async fn create(node: &Node, id: &str, spec: SandboxSpec, snapshot: Option<String>) -> Result<()> {

@@ -118,7 +118,7 @@ impl Node {
             }
             let Some(live) = e.live.take() else { return Ok(false) };
             let taken = (live, e.layers.clone(), e.plan.clone());
-            Self::unreserve(&mut inner, &taken.2.spec);
+            Self::unreserve(&mut inner, &taken.2.spec.limits);
             taken
         };
         let snapshot = format!("hib-{id}-{}", now_ms());
@@ -169,7 +169,7 @@ impl Node {
             })
             .map_err(io("writing the hibernation record"));
         if let Err(e) = written {
-            let _ = self.snapshots.delete(snapshot, Default::default()).await;
+            let _ = self.snapshots.delete(snapshot, self.layers_in_use()).await;
             return Err(e);
         }
         Ok(layers)
@@ -202,7 +202,7 @@ impl Node {
                     None => return Err(ApiError::not_found()),
                 },
                 Err(e) => {
-                    Self::unreserve(&mut inner, &plan.spec);
+                    Self::unreserve(&mut inner, &plan.spec.limits);
                     return Err(e);
                 }
             }
@@ -219,8 +219,7 @@ impl Node {
         let path = dir.join(format!("{id}.json"));
         let Ok(text) = std::fs::read(&path) else { return };
         if let Ok(record) = serde_json::from_slice::<Record>(&text) {
-            let keep = self.lock().sandboxes.values().flat_map(|e| e.layers.iter().cloned()).collect();
-            if let Err(e) = self.snapshots.delete(&record.snapshot, keep).await {
+            if let Err(e) = self.snapshots.delete(&record.snapshot, self.layers_in_use()).await {
                 tracing::warn!(sandbox = %id, error = %e.message, "removing a hibernation snapshot");
             }
         }
@@ -265,7 +264,6 @@ impl Node {
 
     /// Deletes a snapshot of this node.
     pub async fn delete_snapshot(&self, snapshot: &str) -> Result<(), ApiError> {
-        let keep = self.lock().sandboxes.values().flat_map(|e| e.layers.iter().cloned()).collect();
-        self.snapshots.delete(snapshot, keep).await
+        self.snapshots.delete(snapshot, self.layers_in_use()).await
     }
 }

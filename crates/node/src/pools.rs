@@ -164,7 +164,7 @@ impl Pools {
         futures_util::future::join_all(retired.into_iter().map(|(sb, _)| sb.destroy())).await;
         let mut inner = node.lock();
         for l in limits {
-            Node::unreserve_limits(&mut inner, &l);
+            Node::unreserve(&mut inner, &l);
         }
     }
 
@@ -249,7 +249,7 @@ async fn start_one(node: &Arc<Node>, spec: &SandboxSpec) -> Option<Sandbox> {
     match node.runtime.create(spec).await {
         Ok(sb) => Some(sb),
         Err(e) => {
-            Node::unreserve(&mut node.lock(), spec);
+            Node::unreserve(&mut node.lock(), &spec.limits);
             tracing::warn!(template = %spec.template, error = %e, "warm pool cannot start a sandbox");
             None
         }

@@ -126,9 +126,9 @@ impl Snapshots {
         let mut layers: Vec<String> = std::iter::once(id.to_owned()).chain(below.iter().cloned()).collect();
         let mut bytes = stats.bytes;
         if layers.len() > MAX_DEPTH {
-            let (paths, dir) = (self.paths(&layers)?, self.dir()?.join("layers"));
+            let paths = self.paths(&layers)?;
             let flat_id = format!("{id}.flat");
-            let flat = dir.join(&flat_id);
+            let flat = self.layer_path(&flat_id)?;
             let merged = tokio::task::spawn_blocking(move || {
                 let _ = std::fs::remove_dir_all(&flat);
                 reins_sandbox::layer::flatten(&paths, &flat)

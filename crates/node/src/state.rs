@@ -190,46 +190,40 @@ impl Node {
 
     /// Counts a sandbox of `spec`'s limits against capacity (undo with [`Node::unreserve`]).
     pub(crate) fn reserve(&self, inner: &mut Inner, spec: &SandboxSpec) -> Result<(), ApiError> {
-        let count = inner.running() + inner.pending + self.pools.held();
-        if count >= self.opts.max_sandboxes {
-            return Err(full(&self.id, &format!("{count} of {} sandboxes", self.opts.max_sandboxes)));
-        }
-        if inner.reserved_memory + spec.limits.memory_bytes > self.opts.memory_bytes {
-            return Err(full(&self.id, "memory limits"));
-        }
-        if inner.reserved_pids + u64::from(spec.limits.pids) > self.opts.pids {
-            return Err(full(&self.id, "pids limits"));
-        }
+        self.take_room(inner, &spec.limits, false)?;
         inner.pending += 1;
-        inner.reserved_memory += spec.limits.memory_bytes;
-        inner.reserved_pids += u64::from(spec.limits.pids);
         Ok(())
-    }
-
-    pub(crate) fn unreserve(inner: &mut Inner, spec: &SandboxSpec) {
-        Self::unreserve_limits(inner, &spec.limits);
-    }
-
-    pub(crate) fn unreserve_limits(inner: &mut Inner, limits: &reins_types::Limits) {
-        inner.reserved_memory -= limits.memory_bytes;
-        inner.reserved_pids -= u64::from(limits.pids);
     }
 
     /// Reserves memory and pids for a pool sandbox being started (already
     /// counted among the pools' sandboxes); fails when the node is full.
     pub(crate) fn reserve_for_pool(&self, spec: &SandboxSpec) -> Result<(), ApiError> {
-        let mut inner = self.lock();
+        self.take_room(&mut self.lock(), &spec.limits, true)
+    }
+
+    /// Checks that one more sandbox with `limits` fits (`counted`: it is
+    /// among the sandboxes counted already) and reserves its memory and pids.
+    fn take_room(&self, inner: &mut Inner, limits: &reins_types::Limits, counted: bool) -> Result<(), ApiError> {
         let count = inner.running() + inner.pending + self.pools.held();
-        let l = &spec.limits;
-        if count > self.opts.max_sandboxes
-            || inner.reserved_memory + l.memory_bytes > self.opts.memory_bytes
-            || inner.reserved_pids + u64::from(l.pids) > self.opts.pids
-        {
-            return Err(full(&self.id, "warm pool"));
+        let after = count + u32::from(!counted);
+        if after > self.opts.max_sandboxes {
+            return Err(full(&self.id, &format!("{count} of {} sandboxes", self.opts.max_sandboxes)));
         }
-        inner.reserved_memory += l.memory_bytes;
-        inner.reserved_pids += u64::from(l.pids);
+        if inner.reserved_memory + limits.memory_bytes > self.opts.memory_bytes {
+            return Err(full(&self.id, "memory limits"));
+        }
+        if inner.reserved_pids + u64::from(limits.pids) > self.opts.pids {
+            return Err(full(&self.id, "pids limits"));
+        }
+        inner.reserved_memory += limits.memory_bytes;
+        inner.reserved_pids += u64::from(limits.pids);
         Ok(())
+    }
+
+    /// Gives back what [`Node::reserve`] took for a sandbox with `limits`.
+    pub(crate) fn unreserve(inner: &mut Inner, limits: &reins_types::Limits) {
+        inner.reserved_memory -= limits.memory_bytes;
+        inner.reserved_pids -= u64::from(limits.pids);
     }
 
     /// Starts sandbox `id`, within capacity: from a warm pool when one
@@ -264,7 +258,7 @@ impl Node {
                 Ok(())
             }
             Err(e) => {
-                Self::unreserve(&mut inner, &plan.spec);
+                Self::unreserve(&mut inner, &plan.spec.limits);
                 Err(e)
             }
         }
@@ -276,7 +270,7 @@ impl Node {
         let sandbox = match pooled {
             Some(mut sb) => {
                 // The pool's reservation goes: the caller made one for this sandbox.
-                Self::unreserve(&mut self.lock(), &plan.spec);
+                Self::unreserve(&mut self.lock(), &plan.spec.limits);
                 sb.set_env(&plan.spec.env);
                 sb
             }
@@ -439,7 +433,7 @@ impl Node {
             let mut inner = self.lock();
             let entry = inner.sandboxes.remove(id).ok_or_else(ApiError::not_found)?;
             if entry.live.is_some() {
-                Self::unreserve(&mut inner, &entry.plan.spec);
+                Self::unreserve(&mut inner, &entry.plan.spec.limits);
             }
             inner.execs.retain(|(sb, _), _| sb != id);
             entry
@@ -470,10 +464,14 @@ impl Node {
         tracing::warn!(sandbox = id, "sandbox still referenced after 10 s; its cleanup is left to drop");
     }
 
+    /// The snapshot layers this node's sandboxes (running or hibernated) stand on.
+    pub(crate) fn layers_in_use(&self) -> HashSet<String> {
+        self.lock().sandboxes.values().flat_map(|e| e.layers.iter().cloned()).collect()
+    }
+
     /// Removes snapshot layers nothing uses any more.
     pub(crate) async fn collect_layers(&self) {
-        let in_use: HashSet<String> = self.lock().sandboxes.values().flat_map(|e| e.layers.iter().cloned()).collect();
-        if let Err(e) = self.snapshots.collect(in_use).await {
+        if let Err(e) = self.snapshots.collect(self.layers_in_use()).await {
             tracing::warn!(error = %e.message, "collecting snapshot layers");
         }
     }

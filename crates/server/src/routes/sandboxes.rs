@@ -332,9 +332,8 @@ pub async fn set_timeout(
 pub async fn hibernate_on_timeout(app: &App, row: &SandboxRow) -> Result<(), ApiError> {
     let node = app.nodes.get(&row.node_id)?;
     node.call_empty(Method::POST, &format!("/sandboxes/{}/hibernate", row.id), None::<&()>).await?;
+    // Its timeout passed, so the expiry moves to the retention's end.
     app.store.mark_hibernated(&row.id, hibernation_end(app)).await?;
-    // Its timeout passed: what keeps it now is the retention.
-    app.store.set_sandbox_expiry(&row.tenant_id, &row.id, hibernation_end(app)).await?;
     Ok(())
 }
 
