@@ -76,6 +76,12 @@ pub struct Network {
     /// (reached as `http://HOST.reins.internal/…`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Besides the proxy, a network interface (`eth0`) with a route out, for
+    /// programs that cannot use a proxy: the host lets through only the
+    /// addresses and ports the IP and CIDR rules name (domain rules need the
+    /// proxy). Needs mode `allowlist` or `open`; IPv4 only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 fn default_mode() -> String {
@@ -85,7 +91,7 @@ fn default_mode() -> String {
 impl Default for Network {
     /// `none`: loopback only.
     fn default() -> Self {
-        Self { mode: default_mode(), allow: Vec::new(), deny: Vec::new(), secrets: Vec::new() }
+        Self { mode: default_mode(), allow: Vec::new(), deny: Vec::new(), secrets: Vec::new(), direct: false }
     }
 }
 

@@ -16,6 +16,7 @@ mod count;
 mod dial;
 mod http;
 mod http_cred;
+pub mod nft;
 mod resolve;
 mod sni;
 mod socks;

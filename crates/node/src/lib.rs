@@ -10,6 +10,7 @@
 //! and the node decides where they live).
 
 mod dial;
+mod direct;
 mod error;
 mod files;
 mod identity;
@@ -23,6 +24,7 @@ mod snapshots;
 mod state;
 
 pub use dial::serve;
+pub use direct::DEFAULT_SUBNET as DIRECT_SUBNET;
 pub use identity::{join, NodeIdentity};
 pub use routes::router;
 pub use state::{Node, NodeOptions};

@@ -35,6 +35,8 @@ pub struct NodeOptions {
     /// Where agent volumes, skill bundles, snapshots and hibernated
     /// sandboxes are kept; without it they are refused.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Addresses of direct interfaces (policies with `direct`), a /30 each.
+    pub direct_subnet: ipnet::Ipv4Net,
 }
 
 impl Default for NodeOptions {
@@ -45,6 +47,7 @@ impl Default for NodeOptions {
             pids: pid_max().saturating_mul(8),
             egress: reins_net::EgressOptions::default(),
             data_dir: None,
+            direct_subnet: crate::direct::DEFAULT_SUBNET.parse().unwrap_or_default(),
         }
     }
 }
@@ -68,6 +71,8 @@ pub(crate) struct Live {
     pub paused: bool,
     /// Its egress proxy, once its policy was other than `none`.
     pub net: Option<NetState>,
+    /// Its direct interface, while its policy asks for one.
+    pub direct: Option<crate::direct::Link>,
 }
 
 pub(crate) struct Entry {
@@ -113,6 +118,7 @@ pub struct Node {
     mounts: crate::mounts::Mounts,
     pub(crate) snapshots: crate::snapshots::Snapshots,
     pub(crate) pools: Pools,
+    direct: Arc<crate::direct::Direct>,
 }
 
 impl std::fmt::Debug for Node {
@@ -135,7 +141,9 @@ impl Node {
         let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
         let mounts = crate::mounts::Mounts::new(opts.data_dir.clone())?;
         let snapshots = crate::snapshots::Snapshots::new(opts.data_dir.as_deref())?;
+        let direct = Arc::new(crate::direct::Direct::new(opts.direct_subnet)?);
         let node = Arc::new(Self {
+            direct,
             mounts,
             snapshots,
             id,
@@ -288,7 +296,28 @@ impl Node {
                 return Err(e);
             }
         };
-        Ok(Live { sandbox: Arc::new(sandbox), paused: false, net })
+        let direct = match self.start_direct(id, &sandbox, &plan.network.policy).await {
+            Ok(direct) => direct,
+            Err(e) => {
+                drop(net);
+                sandbox.destroy().await;
+                return Err(e);
+            }
+        };
+        Ok(Live { sandbox: Arc::new(sandbox), paused: false, net, direct })
+    }
+
+    /// The direct interface of a sandbox whose policy asks for one.
+    async fn start_direct(
+        &self,
+        id: &str,
+        sandbox: &Sandbox,
+        policy: &reins_types::NetworkPolicy,
+    ) -> Result<Option<crate::direct::Link>, ApiError> {
+        if !policy.direct || policy.mode == NetMode::None {
+            return Ok(None);
+        }
+        self.direct.attach(id, sandbox, policy).await.map(Some)
     }
 
     /// The proxy of a sandbox whose policy is not `none`: a listener at
@@ -311,22 +340,54 @@ impl Node {
     pub async fn set_network(&self, id: &str, network: SandboxNetwork) -> Result<(), ApiError> {
         // One change at a time, so that only one of them can make the listener.
         let _one = self.net_changes.lock().await;
-        let sandbox = {
+        let (sandbox, has_proxy) = {
             let mut inner = self.lock();
             let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
             e.plan.network = network.clone();
             let Some(live) = &e.live else { return Ok(()) };
             if let Some(net) = &live.net {
-                net.settings.send_replace(Arc::new(network));
-                return Ok(());
+                net.settings.send_replace(Arc::new(network.clone()));
             }
-            Arc::clone(&live.sandbox)
+            (Arc::clone(&live.sandbox), live.net.is_some())
         };
-        let Some(state) = self.start_net(id, &sandbox, network).await? else { return Ok(()) };
+        if !has_proxy {
+            if let Some(state) = self.start_net(id, &sandbox, network.clone()).await? {
+                self.with_live(id, |live| live.net = Some(state))?;
+            }
+        }
+        self.set_direct(id, &sandbox, &network.policy).await
+    }
+
+    /// Adds, updates or removes a running sandbox's direct interface.
+    async fn set_direct(
+        &self,
+        id: &str,
+        sandbox: &Sandbox,
+        policy: &reins_types::NetworkPolicy,
+    ) -> Result<(), ApiError> {
+        let current = self.with_live(id, |live| live.direct.take())?;
+        match current {
+            Some(link) if policy.direct && policy.mode != NetMode::None => {
+                let updated = self.direct.update(&link, policy).await;
+                self.with_live(id, |live| live.direct = Some(link))?;
+                updated
+            }
+            Some(link) => {
+                link.release().await;
+                Ok(())
+            }
+            None => {
+                let link = self.start_direct(id, sandbox, policy).await?;
+                self.with_live(id, |live| live.direct = link)
+            }
+        }
+    }
+
+    /// Runs `f` on running sandbox `id` under the lock.
+    fn with_live<T>(&self, id: &str, f: impl FnOnce(&mut Live) -> T) -> Result<T, ApiError> {
         let mut inner = self.lock();
         let live = inner.sandboxes.get_mut(id).and_then(|e| e.live.as_mut()).ok_or_else(ApiError::not_found)?;
-        live.net = Some(state);
-        Ok(())
+        Ok(f(live))
     }
 
     /// The environment that points a sandbox's programs at its proxy (empty without one).
@@ -450,8 +511,11 @@ impl Node {
 
     /// Kills a sandbox's processes and waits until they are gone.
     pub(crate) async fn end(&self, id: &str, live: Live) {
-        let Live { mut sandbox, net, .. } = live;
+        let Live { mut sandbox, net, direct, .. } = live;
         drop(net);
+        if let Some(link) = direct {
+            link.release().await;
+        }
         sandbox.kill();
         // Requests in flight hold a reference for a moment; they fail now that it is killed.
         for _ in 0..2000 {
@@ -485,6 +549,7 @@ impl Node {
             self.lock().sandboxes.iter().filter(|(_, e)| e.live.is_some()).map(|(id, _)| id.clone()).collect();
         let tasks = ids.iter().map(|id| self.destroy(id));
         futures_util::future::join_all(tasks).await;
+        self.direct.close().await;
     }
 
     pub(crate) fn add_exec(&self, sandbox: &str, pid: i32, running: RunningExec) {

@@ -28,6 +28,7 @@ pub use cgroup::{Cgroups, Layout};
 pub use cleanup::{cleanup, Cleanup};
 pub use error::Error;
 pub use exec::{Exec, ExecControl, ExecEvent, ExecRequest, Output, User};
+pub use ns::iface::Iface;
 pub use reins_guest::proto::{EntryInfo, ExitStatus, FileKind, FsError, FsErrorKind, WatchKind};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use sandbox::{Sandbox, Watch, WatchEvent};

@@ -182,6 +182,30 @@ impl Sandbox {
         joiner.socket(pidfd.0.get_ref().as_fd(), kind).await.map_err(Error::Setup)
     }
 
+    /// The path of the sandbox's network namespace, for host tools that move
+    /// an interface into it (`ip link … netns PATH`).
+    pub fn netns_path(&self) -> Result<std::path::PathBuf, Error> {
+        let (pidfd, _) = self.life.as_ref().ok_or(Error::Gone)?;
+        if pidfd.exited() {
+            return Err(self.gone());
+        }
+        Ok(std::path::PathBuf::from(format!("/proc/{}/ns/net", self.pid)))
+    }
+
+    /// Configures an interface the host moved into the sandbox's network
+    /// namespace (address, link up, default route), from the host side.
+    pub async fn configure_iface(&self, iface: crate::ns::iface::Iface) -> Result<(), Error> {
+        let (pidfd, _) = self.life.as_ref().ok_or(Error::Gone)?;
+        if pidfd.exited() {
+            return Err(self.gone());
+        }
+        let joiner = self.inner.netjoin()?;
+        joiner
+            .run_in(pidfd.0.get_ref().as_fd(), move || crate::ns::iface::configure(&iface))
+            .await
+            .map_err(Error::Setup)
+    }
+
     fn gone(&self) -> Error {
         crate::exec::ended(&self.timed_out)
     }

@@ -254,6 +254,37 @@ pub fn is_special(ip: IpAddr) -> bool {
     }
 }
 
+/// The networks [`is_special`] covers, as CIDRs (for filters that match
+/// prefixes, such as the host's firewall rules for direct interfaces).
+/// IPv4-mapped IPv6 addresses are left out: they are judged as the IPv4
+/// address they carry ([`canonical`]).
+pub fn special_nets() -> Vec<IpNet> {
+    const NETS: &[&str] = &[
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+        "::/96",
+        "64:ff9b::/32",
+        "2001::/32",
+        "2001:db8::/32",
+        "2002::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ];
+    NETS.iter().filter_map(|n| n.parse().ok()).collect()
+}
+
 fn special_v4(ip: Ipv4Addr) -> bool {
     let [a, b, c, _] = ip.octets();
     ip.is_unspecified()
@@ -308,6 +339,11 @@ pub struct NetworkPolicy {
     pub allow: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<Rule>,
+    /// Besides the proxy, a network interface with a route out, for programs
+    /// that cannot use a proxy. The host filters it by address: only the
+    /// IP and CIDR rules apply there (names need the proxy, which resolves them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 impl NetworkPolicy {
@@ -317,7 +353,7 @@ impl NetworkPolicy {
             return Err(RuleError::TooMany);
         }
         let rules = |v: &[String]| v.iter().map(|s| s.parse()).collect::<Result<Vec<Rule>, _>>();
-        Ok(Self { mode, allow: rules(allow)?, deny: rules(deny)? })
+        Ok(Self { mode, allow: rules(allow)?, deny: rules(deny)?, direct: false })
     }
 
     /// The first step for a name: may `domain` (normalized) on `port` be
@@ -562,6 +598,21 @@ mod tests {
             }
             let r = s.parse::<Rule>().map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(r.to_string().parse::<Rule>().expect("reparses"), r);
+        }
+
+        #[test]
+        fn special_nets_cover_exactly_the_special_addresses(v4 in any::<u32>(), v6 in any::<u128>(), pick in 0usize..21) {
+            let nets = special_nets();
+            prop_assert_eq!(nets.len(), 21);
+            // Random addresses, and addresses inside each listed network.
+            let inside = match nets[pick] {
+                IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (v4 & !u32::from(n.netmask())))),
+                IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (v6 & !u128::from(n.netmask())))),
+            };
+            for ip in [IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6)), inside] {
+                let listed = nets.iter().any(|n| n.contains(&canonical(ip)));
+                prop_assert_eq!(listed, is_special(ip), "{}", ip);
+            }
         }
 
         #[test]

@@ -27,11 +27,19 @@ pub struct NetworkArgs {
     /// A secret (from `reins secret set`) the proxy adds for its hosts (repeatable).
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// Also give the sandbox a network interface with a route out, for programs
+    /// that cannot use a proxy; the host lets through only the IP/CIDR rules.
+    #[arg(long)]
+    pub direct: bool,
 }
 
 impl NetworkArgs {
     fn given(&self) -> bool {
-        self.mode.is_some() || !self.allow.is_empty() || !self.deny.is_empty() || !self.secrets.is_empty()
+        self.mode.is_some()
+            || !self.allow.is_empty()
+            || !self.deny.is_empty()
+            || !self.secrets.is_empty()
+            || self.direct
     }
 
     /// The policy, or `None` when no flag was given.
@@ -41,12 +49,16 @@ impl NetworkArgs {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             secrets: self.secrets.clone(),
+            direct: self.direct,
         })
     }
 }
 
 fn show_policy(n: &Network) {
     println!("mode:    {}", n.mode);
+    if n.direct {
+        println!("direct:  eth0, IP/CIDR rules only");
+    }
     for (label, items) in [("allow:", &n.allow), ("deny:", &n.deny), ("secrets:", &n.secrets)] {
         if !items.is_empty() {
             println!("{label:<8} {}", items.join(" "));

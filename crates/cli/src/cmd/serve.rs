@@ -37,6 +37,10 @@ pub struct EgressArgs {
     /// An extra CA (PEM) trusted when the proxy forwards with a credential.
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
+    /// The IPv4 subnet direct interfaces (policies with `direct`) take a /30
+    /// of each; it must not be in use on this host.
+    #[arg(long, value_name = "CIDR", default_value = reins_node::DIRECT_SUBNET)]
+    direct_subnet: ipnet::Ipv4Net,
 }
 
 impl EgressArgs {
@@ -201,6 +205,7 @@ fn node_options(c: &CapacityArgs, egress: &EgressArgs) -> Result<NodeOptions> {
         pids: c.max_pids.unwrap_or(d.pids),
         egress: egress.options()?,
         data_dir: None,
+        direct_subnet: egress.direct_subnet,
     })
 }
 

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod fdpass;
 mod idmap;
+pub mod iface;
 pub mod netjoin;
 pub mod netns;
 pub mod seccomp;

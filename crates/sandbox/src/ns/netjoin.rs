@@ -9,9 +9,10 @@
 //! nothing else, so no other work ever runs in a sandbox's namespace; each
 //! job enters its target first and goes back to the host's namespace after.
 //! One job costs two `setns` and the socket calls (tens of microseconds).
+//! The same thread configures a sandbox's direct interface ([`super::iface`]).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 
 use nix::sched::{setns, CloneFlags};
@@ -31,14 +32,20 @@ pub enum SocketKind {
 struct Job {
     /// A pidfd of a process in the target namespace (a duplicate the job owns).
     target: OwnedFd,
-    kind: SocketKind,
-    reply: oneshot::Sender<Result<OwnedFd, String>>,
+    /// Runs after entering the target; told whether that succeeded.
+    work: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
 
-/// The handle of the socket-making thread; cheap to clone.
+/// The handle of the namespace-entering thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct NetJoiner {
     jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").finish_non_exhaustive()
+    }
 }
 
 impl NetJoiner {
@@ -51,30 +58,43 @@ impl NetJoiner {
             .spawn(move || {
                 let home = OwnedFd::from(home);
                 for job in rx {
-                    let made = make_in(job.target.as_fd(), job.kind);
+                    let entered = setns(&job.target, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("entering the sandbox's network namespace: {e}"));
+                    (job.work)(entered);
                     if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
                         // Later jobs still enter their own target first, so this
                         // thread only keeps a dead namespace alive a little longer.
                         tracing::error!(error = %e, "returning to the host network namespace");
                     }
-                    let _ = job.reply.send(made);
                 }
             })
             .map_err(|e| format!("starting the netns thread: {e}"))?;
         Ok(Self { jobs })
     }
 
-    /// A socket of `kind` in the network namespace of the process `pidfd` refers to.
-    pub async fn socket(&self, pidfd: BorrowedFd<'_>, kind: SocketKind) -> Result<OwnedFd, String> {
+    /// Runs `f` on the thread inside the network namespace of the process
+    /// `pidfd` refers to. `f` must be short and must not block on the runtime.
+    pub async fn run_in<T: Send + 'static>(
+        &self,
+        pidfd: BorrowedFd<'_>,
+        f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
         let target = pidfd.try_clone_to_owned().map_err(|e| format!("duplicating the pidfd: {e}"))?;
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { target, kind, reply }).map_err(|_| "the netns thread is gone".to_owned())?;
+        let work = Box::new(move |entered: Result<(), String>| {
+            let _ = reply.send(entered.and_then(|()| f()));
+        });
+        self.jobs.send(Job { target, work }).map_err(|_| "the netns thread is gone".to_owned())?;
         answer.await.map_err(|_| "the netns thread is gone".to_owned())?
+    }
+
+    /// A socket of `kind` in the network namespace of the process `pidfd` refers to.
+    pub async fn socket(&self, pidfd: BorrowedFd<'_>, kind: SocketKind) -> Result<OwnedFd, String> {
+        self.run_in(pidfd, move || make(kind)).await
     }
 }
 
-fn make_in(target: BorrowedFd<'_>, kind: SocketKind) -> Result<OwnedFd, String> {
-    setns(target, CloneFlags::CLONE_NEWNET).map_err(|e| format!("entering the sandbox's network namespace: {e}"))?;
+fn make(kind: SocketKind) -> Result<OwnedFd, String> {
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let family = |v6: bool| if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
     match kind {

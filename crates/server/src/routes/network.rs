@@ -24,7 +24,13 @@ pub fn validate(n: &Network) -> Result<(Network, NetworkPolicy), ApiError> {
     let mode = NetMode::parse(&n.mode).ok_or_else(|| {
         ApiError::bad_request(format!("unknown network mode `{}`: use none, allowlist or open", n.mode))
     })?;
-    let policy = NetworkPolicy::parse(mode, &n.allow, &n.deny).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut policy = NetworkPolicy::parse(mode, &n.allow, &n.deny).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if n.direct && mode == NetMode::None {
+        return Err(ApiError::bad_request(
+            "`direct` needs mode `allowlist` or `open`: with `none` the sandbox has no network",
+        ));
+    }
+    policy.direct = n.direct;
     if n.secrets.len() > MAX_SANDBOX_SECRETS {
         return Err(ApiError::bad_request(format!("at most {MAX_SANDBOX_SECRETS} secrets per sandbox")));
     }
@@ -39,6 +45,7 @@ pub fn validate(n: &Network) -> Result<(Network, NetworkPolicy), ApiError> {
         allow: policy.allow.iter().map(Rule::to_string).collect(),
         deny: policy.deny.iter().map(Rule::to_string).collect(),
         secrets,
+        direct: n.direct,
     };
     Ok((normal, policy))
 }

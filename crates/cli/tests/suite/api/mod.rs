@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod cluster;
+mod direct;
 mod e2b;
 mod elastic;
 mod ingress;

@@ -1,0 +1,293 @@
+//! Direct interfaces: for programs that cannot use a proxy, a sandbox whose
+//! policy says [`direct`](reins_types::NetworkPolicy::direct) gets a veth
+//! pair, `eth0` inside with a default route through the host's end, and the
+//! host filters what it sends with nftables ([`reins_net::nft`]): only
+//! addresses and ports its rules name, deny rules first, nothing into it.
+//!
+//! Each sandbox takes one /30 of the node's subnet (host end `.1`, sandbox
+//! `.2`); its host-side interface is `rv{tag}-{n}`, where the tag comes from
+//! the subnet, so that several nodes on one host keep apart (a lock file
+//! under `/run/reins` refuses a second node on the same subnet). The node
+//! prepares its table on first use and removes it when it shuts down; the
+//! link goes when the sandbox's namespace does, or when the policy drops
+//! `direct`.
+//!
+//! The host work runs `ip` (iproute2) and `nft` (nftables), one process
+//! each per sandbox start: the kernel's own tools, well kept and exact
+//! about the netlink details, for an opt-in mode outside the hot path. The
+//! inside end is configured by the node's namespace thread with `ioctl`s
+//! ([`reins_sandbox::Iface`]).
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use ipnet::Ipv4Net;
+use reins_net::nft::Table;
+use reins_sandbox::{Iface, Sandbox};
+use reins_types::NetworkPolicy;
+
+use crate::error::ApiError;
+
+/// The subnet direct interfaces take addresses from unless configured.
+pub const DEFAULT_SUBNET: &str = "10.231.0.0/16";
+
+/// A node's direct interfaces.
+#[derive(Debug)]
+pub struct Direct {
+    table: Table,
+    /// Free /30 indexes of the subnet, lowest last.
+    free: Mutex<Vec<u32>>,
+    /// The lock file, held once the table is made.
+    ready: tokio::sync::OnceCell<std::fs::File>,
+}
+
+fn setup_error(message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "network_setup", format!("direct interface: {message}"))
+}
+
+impl Direct {
+    /// Direct interfaces on addresses of `subnet` (a /16 to a /30).
+    pub fn new(subnet: Ipv4Net) -> Result<Self, String> {
+        let subnet = subnet.trunc();
+        if !(8..=30).contains(&subnet.prefix_len()) {
+            return Err(format!("direct subnet {subnet}: use a prefix from /8 to /30"));
+        }
+        let tag = {
+            let (net, len) = (u32::from(subnet.network()), u32::from(subnet.prefix_len()));
+            // FNV-1a of the subnet: six hex digits keep interface names within 15 bytes.
+            let h = (net.to_be_bytes().into_iter().chain([len as u8]))
+                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            format!("{:06x}", h & 0xff_ffff)
+        };
+        let slots = 1u32 << (30 - subnet.prefix_len()).min(14);
+        Ok(Self {
+            table: Table { name: format!("reins_{tag}"), prefix: format!("rv{tag}-"), subnet },
+            free: Mutex::new((0..slots).rev().collect()),
+            ready: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// Gives sandbox `sandbox` (`id`) its interface under `policy`.
+    pub async fn attach(
+        self: &Arc<Self>,
+        id: &str,
+        sandbox: &Sandbox,
+        policy: &NetworkPolicy,
+    ) -> Result<Link, ApiError> {
+        self.prepare().await?;
+        let n = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_capacity",
+                format!("every address of the direct subnet {} is taken; retry later", self.table.subnet),
+            )
+        })?;
+        // From here on, dropping the link frees what was made.
+        let link = Link { direct: Arc::clone(self), n, released: false };
+        let ns = sandbox.netns_path()?;
+        let (host, inside) = self.addresses(n);
+        let dev = link.name();
+        let batch = format!(
+            "link add {dev} type veth peer name eth0 netns {ns}\nlink set {dev} addrgenmode none\n\
+             addr add {host}/30 dev {dev}\nlink set {dev} up\n",
+            ns = ns.display()
+        );
+        run("ip", &["-batch", "-"], &batch).await.map_err(setup_error)?;
+        sandbox.configure_iface(Iface { name: "eth0".into(), addr: inside, prefix: 30, gateway: host }).await?;
+        run("nft", &["-f", "-"], &self.table.attach(n, policy)).await.map_err(setup_error)?;
+        tracing::debug!(sandbox = id, dev, %inside, "direct interface up");
+        Ok(link)
+    }
+
+    /// Replaces the rules of `link` with `policy`'s (new connections follow them).
+    pub async fn update(&self, link: &Link, policy: &NetworkPolicy) -> Result<(), ApiError> {
+        run("nft", &["-f", "-"], &self.table.update(link.n, policy)).await.map_err(setup_error)
+    }
+
+    /// The host's and the sandbox's address on /30 number `n`.
+    fn addresses(&self, n: u32) -> (Ipv4Addr, Ipv4Addr) {
+        let base = u32::from(self.table.subnet.network()) + 4 * n;
+        (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+    }
+
+    /// First use: takes the subnet's lock, makes the table anew (a crashed
+    /// node's is dropped with its leftover interfaces), turns forwarding on.
+    async fn prepare(&self) -> Result<(), ApiError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let lock = self.lock_subnet()?;
+                run("nft", &["-f", "-"], &self.table.create()).await.map_err(|e| {
+                    setup_error(format!("{e}; direct interfaces need nftables (apt install nftables) and root"))
+                })?;
+                self.remove_stale_links().await;
+                forwarding_on().map_err(setup_error)?;
+                Ok::<_, ApiError>(lock)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn lock_subnet(&self) -> Result<std::fs::File, ApiError> {
+        let dir = std::path::Path::new("/run/reins");
+        std::fs::create_dir_all(dir).map_err(|e| setup_error(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(format!("direct-{}.lock", self.table.name));
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| setup_error(format!("opening {}: {e}", path.display())))?;
+        file.try_lock().map_err(|_| {
+            setup_error(format!(
+                "another Reins node on this host uses the direct subnet {}; give this one another --direct-subnet",
+                self.table.subnet
+            ))
+        })?;
+        Ok(file)
+    }
+
+    async fn remove_stale_links(&self) {
+        let Ok(out) = tokio::process::Command::new("ip").args(["-o", "link", "show"]).output().await else { return };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split(':').nth(1).map(str::trim).unwrap_or_default();
+            let name = name.split('@').next().unwrap_or_default();
+            if name.starts_with(&self.table.prefix) {
+                let _ = run("ip", &["link", "del", name], "").await;
+            }
+        }
+    }
+
+    /// Removes the table (node shutdown, after every sandbox is gone).
+    pub async fn close(&self) {
+        if self.ready.initialized() {
+            if let Err(e) = run("nft", &["-f", "-"], &self.table.remove()).await {
+                tracing::warn!(error = %e, "removing the direct interfaces' table");
+            }
+        }
+    }
+
+    /// Undoes [`Direct::attach`] for number `n`, in this thread.
+    fn detach_now(&self, n: u32) {
+        let dev = format!("{}{n}", self.table.prefix);
+        // The link is gone already when the sandbox's namespace went first.
+        let _ = run_blocking("ip", &["link", "del", &dev], "");
+        if let Err(e) = run_blocking("nft", &["-f", "-"], &self.table.detach(n)) {
+            tracing::debug!(error = %e, dev, "removing a direct interface's rules");
+        }
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+    }
+}
+
+/// One sandbox's direct interface; dropping it removes the interface and
+/// its rules (on a blocking thread when inside tokio).
+#[derive(Debug)]
+pub struct Link {
+    direct: Arc<Direct>,
+    n: u32,
+    released: bool,
+}
+
+impl Link {
+    /// The host-side interface's name.
+    pub fn name(&self) -> String {
+        format!("{}{}", self.direct.table.prefix, self.n)
+    }
+
+    /// Removes the interface and its rules, and waits until they are gone.
+    pub async fn release(mut self) {
+        self.released = true;
+        let (direct, n) = (Arc::clone(&self.direct), self.n);
+        let _ = tokio::task::spawn_blocking(move || direct.detach_now(n)).await;
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (direct, n) = (Arc::clone(&self.direct), self.n);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || direct.detach_now(n))),
+            Err(_) => direct.detach_now(n),
+        }
+    }
+}
+
+fn forwarding_on() -> Result<(), String> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let now = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+    if now.trim() != "1" {
+        std::fs::write(path, "1").map_err(|e| format!("turning IPv4 forwarding on: {e}"))?;
+        tracing::warn!("turned IPv4 forwarding on for direct interfaces (net.ipv4.ip_forward=1)");
+    }
+    Ok(())
+}
+
+fn failed(prog: &str, out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    format!("{prog} failed ({}): {}", out.status, err.trim())
+}
+
+/// Runs `prog args` with `input` on its stdin; its stderr in the error.
+async fn run(prog: &str, args: &[&str], input: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("running {prog}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await.map_err(|e| format!("writing to {prog}: {e}"))?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| format!("waiting for {prog}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(prog, &out))
+    }
+}
+
+fn run_blocking(prog: &str, args: &[&str], input: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {prog}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(|e| format!("writing to {prog}: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("waiting for {prog}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(failed(prog, &out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_give_distinct_names_and_addresses() {
+        let a = Direct::new("10.231.0.0/16".parse().expect("subnet")).expect("valid");
+        let b = Direct::new("10.232.0.0/16".parse().expect("subnet")).expect("valid");
+        assert_ne!(a.table.name, b.table.name);
+        assert!(a.table.prefix.starts_with("rv") && a.table.prefix.len() == 9);
+        assert!(format!("{}16383", a.table.prefix).len() <= 15, "interface names fit IFNAMSIZ");
+        assert_eq!(a.addresses(0), (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2)));
+        assert_eq!(a.addresses(70), (Ipv4Addr::new(10, 231, 1, 25), Ipv4Addr::new(10, 231, 1, 26)));
+        assert_eq!(a.free.lock().expect("lock").len(), 16_384);
+        let small = Direct::new("10.9.0.0/29".parse().expect("subnet")).expect("valid");
+        assert_eq!(small.free.lock().expect("lock").len(), 2);
+        assert!(Direct::new("10.0.0.0/31".parse().expect("subnet")).is_err());
+    }
+}
