@@ -104,6 +104,9 @@ fn policy(args: &RunArgs) -> Result<NetworkPolicy> {
     if !n.secrets.is_empty() {
         bail!("--secret needs a Reins server (secrets are stored there): use `reins sandbox create --secret …`");
     }
+    if n.direct {
+        bail!("--direct needs a Reins server (its node manages the host's interfaces and rules): use `reins up` and `reins sandbox create --direct …`");
+    }
     let mode = NetMode::parse(&n.mode).context("unknown --network mode")?;
     Ok(NetworkPolicy::parse(mode, &n.allow, &n.deny)?)
 }

@@ -190,4 +190,6 @@ fn run_reaches_only_what_its_allowlist_names() {
     assert_eq!(o.status.code(), Some(7), "no network by default: {}", stderr(&o));
     let o = reins(&["run", "--secret", "x", "--", "true"]);
     assert!(stderr(&o).contains("--secret needs a Reins server"), "{}", stderr(&o));
+    let o = reins(&["run", "--allow", "10.0.0.1", "--direct", "--", "true"]);
+    assert!(stderr(&o).contains("--direct needs a Reins server") && !o.status.success(), "{}", stderr(&o));
 }
