@@ -4,7 +4,9 @@
 //! The client sits where a sandbox's program would: its socket to the
 //! proxy is made inside the sandbox's network namespace. The "internet" is a
 //! server on the host's loopback that the policy names explicitly; nothing
-//! leaves the machine.
+//! leaves the machine. Client and server run on OS threads of their own, as
+//! a sandbox's program and an upstream are separate processes: the proxy's
+//! runtime runs only the proxy, as on a node.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +19,7 @@ use reins_net::{AuditSink, Egress, EgressOptions, PROXY_ADDR};
 use reins_sandbox::{ExecEvent, ExecRequest, Runtime, RuntimeOptions, Sandbox};
 use reins_types::{NetEvent, NetMode, NetworkPolicy, SandboxNetwork, SandboxSpec};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use tokio::sync::watch;
 
 use crate::bench::progress;
@@ -34,6 +35,9 @@ pub struct NetBench {
     /// Size of the download, in MB.
     #[arg(long, default_value_t = 100)]
     mb: u64,
+    /// Rounds of downloads (each: direct, through the proxy, through a tunnel).
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
     #[arg(long)]
     json: bool,
 }
@@ -48,12 +52,13 @@ struct Report {
     /// Proxy p50 − direct p50.
     proxy_added_ms: Added,
     download_mb: u64,
+    /// Rates are medians over the rounds.
     direct_mb_per_s: f64,
-    /// Through the proxy as plain HTTP (the proxy parses and relays the response); rates are the best of 5.
+    /// Through the proxy as plain HTTP (the proxy parses and relays the response).
     proxy_http_mb_per_s: f64,
     /// Through a CONNECT tunnel (bytes relayed as they are).
     proxy_connect_mb_per_s: f64,
-    /// CONNECT tunnel / direct, the median of 5 rounds (each round downloads
+    /// CONNECT tunnel / direct, the median over the rounds (each round downloads
     /// direct, through the proxy and through a tunnel back to back): the path
     /// of every `https://` download.
     proxy_throughput_ratio: f64,
@@ -85,46 +90,50 @@ impl AuditSink for Counting {
 
 const SMALL: &[u8] = b"ok";
 
-/// A keep-alive HTTP/1.1 server: `/small` answers 2 bytes, `/big/N` N bytes.
-async fn serve_http(listener: TcpListener) {
-    while let Ok((mut s, _)) = listener.accept().await {
+/// A keep-alive HTTP/1.1 server, one OS thread per connection, as an
+/// upstream outside the node would be: `/small` answers 2 bytes, `/big/N`
+/// N bytes. It lives as long as the process.
+fn serve_http(listener: std::net::TcpListener) {
+    for s in listener.incoming().flatten() {
         let _ = s.set_nodelay(true);
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Ok(Some(head)) = read_head(&mut s, &mut buf).await {
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let len: usize = path.strip_prefix("/big/").and_then(|n| n.parse().ok()).unwrap_or(SMALL.len());
-                let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
-                if s.write_all(header.as_bytes()).await.is_err() {
-                    return;
-                }
-                if len == SMALL.len() {
-                    let _ = s.write_all(SMALL).await;
-                    continue;
-                }
-                let chunk = vec![b'x'; 256 << 10];
-                let mut left = len;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    if s.write_all(&chunk[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n;
-                }
+        std::thread::spawn(move || serve_conn(s));
+    }
+}
+
+fn serve_conn(mut s: std::net::TcpStream) {
+    let mut buf = Vec::new();
+    let chunk = vec![b'x'; 256 << 10];
+    while let Ok(Some(head)) = read_head(&mut s, &mut buf) {
+        let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let len: usize = path.strip_prefix("/big/").and_then(|n| n.parse().ok()).unwrap_or(SMALL.len());
+        let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        if s.write_all(header.as_bytes()).is_err() {
+            return;
+        }
+        if len == SMALL.len() {
+            let _ = s.write_all(SMALL);
+            continue;
+        }
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if s.write_all(&chunk[..n]).is_err() {
+                return;
             }
-        });
+            left -= n;
+        }
     }
 }
 
 /// Reads one request or response head (up to `\r\n\r\n`); leftover bytes stay in `buf`.
-async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result<Option<String>> {
+fn read_head<S: Read>(s: &mut S, buf: &mut Vec<u8>) -> Result<Option<String>> {
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head: Vec<u8> = buf.drain(..end + 4).collect();
             return Ok(Some(String::from_utf8_lossy(&head).into_owned()));
         }
-        let n = s.read(&mut chunk).await?;
+        let n = s.read(&mut chunk)?;
         if n == 0 {
             return Ok(None);
         }
@@ -133,9 +142,9 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Result
 }
 
 /// Sends `request` and reads the whole response; returns the body's length.
-async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str, buf: &mut Vec<u8>) -> Result<u64> {
-    s.write_all(request.as_bytes()).await?;
-    let head = read_head(s, buf).await?.context("connection closed before a response")?;
+fn get<S: Read + Write>(s: &mut S, request: &str, buf: &mut Vec<u8>) -> Result<u64> {
+    s.write_all(request.as_bytes())?;
+    let head = read_head(s, buf)?.context("connection closed before a response")?;
     if !head.starts_with("HTTP/1.1 200") {
         bail!("unexpected response: {}", head.lines().next().unwrap_or(""));
     }
@@ -148,7 +157,7 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str, buf: &
     buf.clear();
     let mut chunk = vec![0u8; 256 << 10];
     while got < len {
-        let n = s.read(&mut chunk).await?;
+        let n = s.read(&mut chunk)?;
         if n == 0 {
             bail!("body ended after {got} of {len} bytes");
         }
@@ -157,12 +166,20 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str, buf: &
     Ok(got)
 }
 
-/// A connection to the proxy from inside the sandbox.
-async fn to_proxy(sb: &Sandbox) -> Result<TcpStream> {
+/// A connection to the proxy from inside the sandbox, blocking: the
+/// client runs on its own thread, as a sandbox's program would.
+async fn to_proxy(sb: &Sandbox) -> Result<std::net::TcpStream> {
     let sock = sb.tcp_socket(false).await?;
     let s = sock.connect(PROXY_ADDR).await.context("connecting to the proxy inside the sandbox")?;
     s.set_nodelay(true)?;
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
     Ok(s)
+}
+
+/// The client's work, on a thread of its own (never on the proxy's runtime).
+async fn client<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.context("the client thread panicked")?
 }
 
 fn ms(t: Instant) -> f64 {
@@ -198,10 +215,10 @@ async fn cold(rt: &Runtime, egress: Option<(&Arc<Egress>, &SandboxNetwork)>) -> 
     Ok(took)
 }
 
-async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str, bytes: u64) -> Result<f64> {
+fn download<S: Read + Write>(s: &mut S, request: &str, bytes: u64) -> Result<f64> {
     let mut buf = Vec::new();
     let t = Instant::now();
-    let got = get(s, request, &mut buf).await?;
+    let got = get(s, request, &mut buf)?;
     if got != bytes {
         bail!("downloaded {got} of {bytes} bytes");
     }
@@ -211,9 +228,9 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &str, b
 pub async fn run(data_dir: &Path, args: NetBench) -> Result<u8> {
     let rt = config::runtime(data_dir, 1, RuntimeOptions::DEFAULT_EMBRYOS)?;
     rt.templates().resolve("base")?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
-    let server = tokio::spawn(serve_http(listener));
+    std::thread::Builder::new().name("bench-upstream".into()).spawn(move || serve_http(listener))?;
     let audit = Arc::new(Counting::default());
     let opts = EgressOptions {
         resolve: [("bench.test".to_owned(), vec!["127.0.0.1".parse()?])].into_iter().collect(),
@@ -223,7 +240,6 @@ pub async fn run(data_dir: &Path, args: NetBench) -> Result<u8> {
     let policy = NetworkPolicy::parse(NetMode::Allowlist, &["bench.test".into(), format!("127.0.0.1:{port}")], &[])?;
     let net = SandboxNetwork { policy, credentials: Vec::new() };
     let result = measure(&rt, &egress, &net, port, &args).await;
-    server.abort();
     rt.clear_embryos().await;
     let mut report = result?;
     report.audited = audit.0.load(Ordering::Relaxed);
@@ -243,51 +259,64 @@ async fn measure(
     let proxy = egress.serve(sb.id().to_owned(), sb.listen_tcp(PROXY_ADDR).await?, rx);
 
     progress(args.json, &format!("latency: {} small GETs direct and through the proxy, interleaved", args.runs));
-    let mut direct_conn = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut direct_conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
     direct_conn.set_nodelay(true)?;
     let mut proxy_conn = to_proxy(&sb).await?;
-    let direct_req = format!("GET /small HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    let proxy_req = format!("GET http://bench.test:{port}/small HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
-    let (mut direct, mut via) = (Vec::new(), Vec::new());
-    let (mut b1, mut b2) = (Vec::new(), Vec::new());
-    for i in 0..args.runs + 50 {
-        let t = Instant::now();
-        get(&mut direct_conn, &direct_req, &mut b1).await?;
-        let d = ms(t);
-        let t = Instant::now();
-        get(&mut proxy_conn, &proxy_req, &mut b2).await.context("GET through the proxy")?;
-        let p = ms(t);
-        if i >= 50 {
-            direct.push(d);
-            via.push(p);
+    let runs = args.runs;
+    let (direct, via, mut direct_conn, mut proxy_conn) = client(move || {
+        let direct_req = format!("GET /small HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        let proxy_req = format!("GET http://bench.test:{port}/small HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
+        let (mut direct, mut via) = (Vec::new(), Vec::new());
+        let (mut b1, mut b2) = (Vec::new(), Vec::new());
+        for i in 0..runs + 50 {
+            let t = Instant::now();
+            get(&mut direct_conn, &direct_req, &mut b1)?;
+            let d = ms(t);
+            let t = Instant::now();
+            get(&mut proxy_conn, &proxy_req, &mut b2).context("GET through the proxy")?;
+            let p = ms(t);
+            if i >= 50 {
+                direct.push(d);
+                via.push(p);
+            }
         }
-    }
+        Ok((direct, via, direct_conn, proxy_conn))
+    })
+    .await?;
 
-    progress(args.json, &format!("throughput: {} MB direct, through the proxy, through a tunnel (5 rounds)", args.mb));
+    progress(
+        args.json,
+        &format!("throughput: {} MB direct, through the proxy, through a tunnel ({} rounds)", args.mb, args.rounds),
+    );
     let bytes = args.mb * 1_000_000;
     // Rounds of direct, HTTP and tunnel back to back: each round's ratios
     // compare downloads made under the same machine conditions.
-    let (mut d_rate, mut h_rate, mut c_rate) = (0f64, 0f64, 0f64);
+    let (mut d_rate, mut h_rate, mut c_rate) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tunnel_ratios, mut http_ratios) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let req = format!("GET /big/{bytes} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-        let d = download(&mut direct_conn, &req, bytes).await?;
-        d_rate = d_rate.max(d);
-        let req = format!("GET http://bench.test:{port}/big/{bytes} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
-        let h = download(&mut proxy_conn, &req, bytes).await?;
-        h_rate = h_rate.max(h);
+    for _ in 0..args.rounds {
         let mut tunnel = to_proxy(&sb).await?;
-        let mut buf = Vec::new();
-        tunnel
-            .write_all(format!("CONNECT bench.test:{port} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n").as_bytes())
-            .await?;
-        let head = read_head(&mut tunnel, &mut buf).await?.context("no CONNECT answer")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("CONNECT refused: {head}");
-        }
-        let req = format!("GET /big/{bytes} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
-        let c = download(&mut tunnel, &req, bytes).await?;
-        c_rate = c_rate.max(c);
+        let (d, h, c, conns) = client(move || {
+            let req = format!("GET /big/{bytes} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+            let d = download(&mut direct_conn, &req, bytes)?;
+            let req = format!("GET http://bench.test:{port}/big/{bytes} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
+            let h = download(&mut proxy_conn, &req, bytes)?;
+            let mut buf = Vec::new();
+            tunnel.write_all(
+                format!("CONNECT bench.test:{port} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n").as_bytes(),
+            )?;
+            let head = read_head(&mut tunnel, &mut buf)?.context("no CONNECT answer")?;
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("CONNECT refused: {head}");
+            }
+            let req = format!("GET /big/{bytes} HTTP/1.1\r\nHost: bench.test:{port}\r\n\r\n");
+            let c = download(&mut tunnel, &req, bytes)?;
+            Ok((d, h, c, (direct_conn, proxy_conn)))
+        })
+        .await?;
+        (direct_conn, proxy_conn) = conns;
+        d_rate.push(d);
+        h_rate.push(h);
+        c_rate.push(c);
         tunnel_ratios.push(c / d);
         http_ratios.push(h / d);
     }
@@ -312,9 +341,9 @@ async fn measure(
         direct_ms,
         proxy_ms,
         download_mb: args.mb,
-        direct_mb_per_s: d_rate,
-        proxy_http_mb_per_s: h_rate,
-        proxy_connect_mb_per_s: c_rate,
+        direct_mb_per_s: Summary::of(d_rate).p50,
+        proxy_http_mb_per_s: Summary::of(h_rate).p50,
+        proxy_connect_mb_per_s: Summary::of(c_rate).p50,
         proxy_throughput_ratio: Summary::of(tunnel_ratios).p50,
         proxy_http_throughput_ratio: Summary::of(http_ratios).p50,
         allowlist_cold_start_added_ms: cold_allowlist_ms.p50 - cold_none_ms.p50,
@@ -335,7 +364,7 @@ fn print(r: &Report, json: bool) -> Result<()> {
     row("small GET, direct (kept alive)", &r.direct_ms);
     row("small GET, through the proxy", &r.proxy_ms);
     println!("{:<34} {:+.3} ms (p50)", "added by the proxy", r.proxy_added_ms.p50);
-    println!("{:<34} {:.0} MB/s", format!("{} MB download, direct", r.download_mb), r.direct_mb_per_s);
+    println!("{:<34} {:.0} MB/s (median)", format!("{} MB download, direct", r.download_mb), r.direct_mb_per_s);
     println!("{:<34} {:.0} MB/s", "  through the proxy (HTTP)", r.proxy_http_mb_per_s);
     println!("{:<34} {:.0} MB/s", "  through a CONNECT tunnel", r.proxy_connect_mb_per_s);
     println!(

@@ -128,7 +128,7 @@ pub(crate) async fn tunnel(sb: &SandboxCtx, host: &Host, mut client: TcpStream, 
     if up.write_all(&first).await.is_err() {
         return sb.record(finish(ev, started, 0, 0));
     }
-    let (c2u, u2c) = crate::splice::relay(&client, &up).await;
+    let (c2u, u2c) = crate::relay::relay(&client, &up).await;
     sb.record(finish(ev, started, first.len() as u64 + c2u, u2c));
 }
 

@@ -17,10 +17,10 @@ mod dial;
 mod http;
 mod http_cred;
 pub mod nft;
+mod relay;
 mod resolve;
 mod sni;
 mod socks;
-mod splice;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
