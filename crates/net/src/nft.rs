@@ -30,6 +30,9 @@ pub struct Table {
     /// Every interface of the node's sandboxes is named `{prefix}{n}`.
     pub prefix: String,
     pub subnet: Ipv4Net,
+    /// The NFLOG group every decision of a sandbox chain is logged to, with
+    /// the prefix `a{n}` (accepted) or `d{n}` (refused).
+    pub log_group: u16,
 }
 
 impl Table {
@@ -78,11 +81,15 @@ impl Table {
         s
     }
 
-    /// Replaces the rules of sandbox `n`'s chain, in one transaction.
+    /// Replaces the rules of sandbox `n`'s chain, in one transaction; each
+    /// decision is logged to [`Table::log_group`].
     pub fn update(&self, n: u32, policy: &NetworkPolicy) -> String {
         let t = &self.name;
         let mut s = format!("add chain inet {t} sb{n}\nflush chain inet {t} sb{n}\n");
-        for rule in chain_rules(policy) {
+        for (m, accept) in decisions(policy) {
+            let (mark, verdict) = if accept { ('a', "accept") } else { ('d', REFUSE) };
+            let log = format!("log group {} prefix \"{mark}{n}\"", self.log_group);
+            let rule = if m.is_empty() { format!("{log} {verdict}") } else { format!("{m} {log} {verdict}") };
             let _ = writeln!(s, "add rule inet {t} sb{n} {rule}");
         }
         s
@@ -118,25 +125,35 @@ fn matcher(rule: &Rule) -> Option<String> {
     Some(m)
 }
 
-/// A sandbox's chain: [`NetworkPolicy::check_addr`] for connections that
+/// A sandbox's chain as (match, accept) pairs, in order: an empty match
+/// matches every packet. [`NetworkPolicy::check_addr`] for connections that
 /// did not come through a name (`via_name` false).
-pub fn chain_rules(policy: &NetworkPolicy) -> Vec<String> {
+fn decisions(policy: &NetworkPolicy) -> Vec<(String, bool)> {
     let mut rules = Vec::new();
     if policy.mode != NetMode::None {
-        rules.extend(policy.deny.iter().filter_map(matcher).map(|m| format!("{m} {REFUSE}")));
-        rules.extend(policy.allow.iter().filter_map(matcher).map(|m| format!("{m} accept")));
+        rules.extend(policy.deny.iter().filter_map(matcher).map(|m| (m, false)));
+        rules.extend(policy.allow.iter().filter_map(matcher).map(|m| (m, true)));
     }
     if policy.mode == NetMode::Open {
-        rules.push(format!("fib daddr type local {REFUSE}"));
+        rules.push(("fib daddr type local".to_owned(), false));
         let (v4, v6): (Vec<IpNet>, Vec<IpNet>) = special_nets().into_iter().partition(|n| matches!(n, IpNet::V4(_)));
         for (family, nets) in [("ip", v4), ("ip6", v6)] {
             let list = nets.iter().map(IpNet::to_string).collect::<Vec<_>>().join(", ");
-            rules.push(format!("{family} daddr {{ {list} }} {REFUSE}"));
+            rules.push((format!("{family} daddr {{ {list} }}"), false));
         }
-        rules.push("accept".to_owned());
+        rules.push((String::new(), true));
     }
-    rules.push(REFUSE.to_owned());
+    rules.push((String::new(), false));
     rules
+}
+
+/// A sandbox's chain without logging, one rule per line.
+pub fn chain_rules(policy: &NetworkPolicy) -> Vec<String> {
+    let verdict = |accept: bool| if accept { "accept" } else { REFUSE };
+    decisions(policy)
+        .into_iter()
+        .map(|(m, a)| if m.is_empty() { verdict(a).to_owned() } else { format!("{m} {}", verdict(a)) })
+        .collect()
 }
 
 #[cfg(test)]
@@ -188,13 +205,15 @@ mod tests {
     #[test]
     fn the_table_routes_only_its_own_interfaces() {
         let subnet = "10.231.0.0/16".parse().expect("a subnet");
-        let t = Table { name: "reins_0ae700".into(), prefix: "rv0ae700-".into(), subnet };
+        let t = Table { name: "reins_0ae700".into(), prefix: "rv0ae700-".into(), subnet, log_group: 9 };
         let s = t.create();
         assert!(s.starts_with("table inet reins_0ae700\ndelete table inet reins_0ae700\n"));
         assert!(s.contains("oifname \"rv0ae700-*\" drop"));
         assert!(s.contains("ip saddr 10.231.0.0/16 oifname != \"rv0ae700-*\" masquerade"));
         let a = t.attach(7, &policy(NetMode::Allowlist, &["10.9.9.9"], &[]));
         assert!(a.starts_with("add chain inet reins_0ae700 sb7\nflush chain inet reins_0ae700 sb7\n"));
+        assert!(a.contains("sb7 ip daddr 10.9.9.9/32 log group 9 prefix \"a7\" accept\n"), "{a}");
+        assert!(a.contains("sb7 log group 9 prefix \"d7\" reject with icmpx admin-prohibited\n"), "{a}");
         assert!(a.ends_with("add element inet reins_0ae700 egress { \"rv0ae700-7\" : jump sb7 }\n"));
         assert_eq!(
             t.detach(7),

@@ -12,20 +12,26 @@
 //! link goes when the sandbox's namespace does, or when the policy drops
 //! `direct`.
 //!
+//! Every decision of a sandbox's chain is logged to the node's NFLOG group
+//! and recorded in the egress audit ([`crate::nflog`]): protocol
+//! `direct-tcp`, `direct-udp`, …, at the first packet, without byte counts.
+//!
 //! The host work runs `ip` (iproute2) and `nft` (nftables), one process
 //! each per sandbox start: the kernel's own tools, well kept and exact
 //! about the netlink details, for an opt-in mode outside the hot path. The
 //! inside end is configured by the node's namespace thread with `ioctl`s
 //! ([`reins_sandbox::Iface`]).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use ipnet::Ipv4Net;
 use reins_net::nft::Table;
+use reins_net::AuditSink;
 use reins_sandbox::{Iface, Sandbox};
-use reins_types::NetworkPolicy;
+use reins_types::{NetEvent, NetworkPolicy};
 
 use crate::error::ApiError;
 
@@ -33,13 +39,21 @@ use crate::error::ApiError;
 pub const DEFAULT_SUBNET: &str = "10.231.0.0/16";
 
 /// A node's direct interfaces.
-#[derive(Debug)]
 pub struct Direct {
     table: Table,
     /// Free /30 indexes of the subnet, lowest last.
     free: Mutex<Vec<u32>>,
+    /// The sandbox on each link in use, for the audit log.
+    owners: Mutex<HashMap<u32, String>>,
+    audit: Arc<dyn AuditSink>,
     /// The lock file, held once the table is made.
     ready: tokio::sync::OnceCell<std::fs::File>,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct").field("table", &self.table).finish_non_exhaustive()
+    }
 }
 
 fn setup_error(message: impl std::fmt::Display) -> ApiError {
@@ -47,8 +61,9 @@ fn setup_error(message: impl std::fmt::Display) -> ApiError {
 }
 
 impl Direct {
-    /// Direct interfaces on addresses of `subnet` (a /16 to a /30).
-    pub fn new(subnet: Ipv4Net) -> Result<Self, String> {
+    /// Direct interfaces on addresses of `subnet` (a /8 to a /30); their
+    /// connection attempts go to `audit`.
+    pub fn new(subnet: Ipv4Net, audit: Arc<dyn AuditSink>) -> Result<Self, String> {
         let subnet = subnet.trunc();
         if !(8..=30).contains(&subnet.prefix_len()) {
             return Err(format!("direct subnet {subnet}: use a prefix from /8 to /30"));
@@ -58,12 +73,21 @@ impl Direct {
             // FNV-1a of the subnet: six hex digits keep interface names within 15 bytes.
             let h = (net.to_be_bytes().into_iter().chain([len as u8]))
                 .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-            format!("{:06x}", h & 0xff_ffff)
+            h
         };
         let slots = 1u32 << (30 - subnet.prefix_len()).min(14);
+        let table = Table {
+            name: format!("reins_{:06x}", tag & 0xff_ffff),
+            prefix: format!("rv{:06x}-", tag & 0xff_ffff),
+            subnet,
+            // Above the groups tools use by hand (0, 1, 2, …).
+            log_group: 1024 + (tag >> 24) as u16 * 64 + (tag & 63) as u16,
+        };
         Ok(Self {
-            table: Table { name: format!("reins_{tag}"), prefix: format!("rv{tag}-"), subnet },
+            table,
             free: Mutex::new((0..slots).rev().collect()),
+            owners: Mutex::new(HashMap::new()),
+            audit,
             ready: tokio::sync::OnceCell::new(),
         })
     }
@@ -85,6 +109,7 @@ impl Direct {
         })?;
         // From here on, dropping the link frees what was made.
         let link = Link { direct: Arc::clone(self), n, released: false };
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(n, id.to_owned());
         let ns = sandbox.netns_path()?;
         let (host, inside) = self.addresses(n);
         let dev = link.name();
@@ -111,12 +136,16 @@ impl Direct {
         (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
     }
 
-    /// First use: takes the subnet's lock, makes the table anew (a crashed
-    /// node's is dropped with its leftover interfaces), turns forwarding on.
-    async fn prepare(&self) -> Result<(), ApiError> {
+    /// First use: takes the subnet's lock, starts reading the audit log
+    /// group, makes the table anew (a crashed node's is dropped with its
+    /// leftover interfaces), turns forwarding on.
+    async fn prepare(self: &Arc<Self>) -> Result<(), ApiError> {
         self.ready
             .get_or_try_init(|| async {
                 let lock = self.lock_subnet()?;
+                let log = crate::nflog::open(self.table.log_group)
+                    .map_err(|e| setup_error(format!("reading NFLOG group {}: {e}", self.table.log_group)))?;
+                tokio::spawn(read_log(Arc::downgrade(self), log));
                 run("nft", &["-f", "-"], &self.table.create()).await.map_err(|e| {
                     setup_error(format!("{e}; direct interfaces need nftables (apt install nftables) and root"))
                 })?;
@@ -167,6 +196,27 @@ impl Direct {
         }
     }
 
+    /// Records what the filter logged about link `n`.
+    fn record(&self, logged: crate::nflog::Logged) {
+        let Some(sandbox) = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&logged.link).cloned() else {
+            return;
+        };
+        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let event = NetEvent {
+            at_ms: at_ms as i64,
+            protocol: format!("direct-{}", logged.protocol),
+            host: logged.dst.to_string(),
+            port: logged.port,
+            addr: Some(logged.dst.to_string()),
+            allowed: logged.allowed,
+            reason: (!logged.allowed).then(|| "refused by the host's filter of the direct interface".to_owned()),
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+        };
+        self.audit.record(&sandbox, event);
+    }
+
     /// Undoes [`Direct::attach`] for number `n`, in this thread.
     fn detach_now(&self, n: u32) {
         let dev = format!("{}{n}", self.table.prefix);
@@ -175,7 +225,37 @@ impl Direct {
         if let Err(e) = run_blocking("nft", &["-f", "-"], &self.table.detach(n)) {
             tracing::debug!(error = %e, dev, "removing a direct interface's rules");
         }
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
         self.free.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+    }
+}
+
+/// Reads the filter's log until the node's direct interfaces go.
+async fn read_log(direct: std::sync::Weak<Direct>, fd: std::os::fd::OwnedFd) {
+    // SAFETY: the AsyncFd takes ownership of the socket, which no one else closes.
+    let fd = match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+        Ok(fd) => fd,
+        Err(e) => return tracing::error!(error = %e, "watching the direct interfaces' log"),
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let Ok(mut ready) = fd.readable().await else { return };
+        // SAFETY: recv into a buffer we own, for its length.
+        let n =
+            unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            match std::io::Error::last_os_error() {
+                e if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
+                // The kernel dropped messages while we were behind: go on.
+                e if e.raw_os_error() == Some(libc::ENOBUFS) => tracing::warn!("direct interfaces' log overran"),
+                e => return tracing::error!(error = %e, "reading the direct interfaces' log"),
+            }
+            continue;
+        }
+        let Some(direct) = direct.upgrade() else { return };
+        for logged in crate::nflog::parse(&buf[..n as usize]) {
+            direct.record(logged);
+        }
     }
 }
 
@@ -278,16 +358,18 @@ mod tests {
 
     #[test]
     fn subnets_give_distinct_names_and_addresses() {
-        let a = Direct::new("10.231.0.0/16".parse().expect("subnet")).expect("valid");
-        let b = Direct::new("10.232.0.0/16".parse().expect("subnet")).expect("valid");
+        let sink = || Arc::new(crate::net::NetAudit::default()) as Arc<dyn AuditSink>;
+        let a = Direct::new("10.231.0.0/16".parse().expect("subnet"), sink()).expect("valid");
+        let b = Direct::new("10.232.0.0/16".parse().expect("subnet"), sink()).expect("valid");
         assert_ne!(a.table.name, b.table.name);
+        assert_ne!(a.table.log_group, b.table.log_group);
         assert!(a.table.prefix.starts_with("rv") && a.table.prefix.len() == 9);
         assert!(format!("{}16383", a.table.prefix).len() <= 15, "interface names fit IFNAMSIZ");
         assert_eq!(a.addresses(0), (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2)));
         assert_eq!(a.addresses(70), (Ipv4Addr::new(10, 231, 1, 25), Ipv4Addr::new(10, 231, 1, 26)));
         assert_eq!(a.free.lock().expect("lock").len(), 16_384);
-        let small = Direct::new("10.9.0.0/29".parse().expect("subnet")).expect("valid");
+        let small = Direct::new("10.9.0.0/29".parse().expect("subnet"), sink()).expect("valid");
         assert_eq!(small.free.lock().expect("lock").len(), 2);
-        assert!(Direct::new("10.0.0.0/31".parse().expect("subnet")).is_err());
+        assert!(Direct::new("10.0.0.0/31".parse().expect("subnet"), sink()).is_err());
     }
 }

@@ -17,6 +17,7 @@ mod identity;
 mod lifecycle;
 mod mounts;
 mod net;
+mod nflog;
 mod pools;
 mod ports;
 mod routes;

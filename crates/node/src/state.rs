@@ -141,7 +141,10 @@ impl Node {
         let egress = reins_net::Egress::new(opts.egress.clone(), Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>)?;
         let mounts = crate::mounts::Mounts::new(opts.data_dir.clone())?;
         let snapshots = crate::snapshots::Snapshots::new(opts.data_dir.as_deref())?;
-        let direct = Arc::new(crate::direct::Direct::new(opts.direct_subnet)?);
+        let direct = Arc::new(crate::direct::Direct::new(
+            opts.direct_subnet,
+            Arc::clone(&audit) as Arc<dyn reins_net::AuditSink>,
+        )?);
         let node = Arc::new(Self {
             direct,
             mounts,

@@ -445,7 +445,9 @@ pub struct SandboxNetwork {
 pub struct NetEvent {
     /// Unix time in milliseconds when it started.
     pub at_ms: i64,
-    /// `connect`, `http`, `socks5` or `credential` (forwarded with a credential).
+    /// `connect`, `http`, `socks5`, `credential` (forwarded with a credential),
+    /// or `direct-tcp`/`direct-udp`/`direct-icmp`/`direct-ip` (the first packet
+    /// of a connection on a direct interface; no byte counts).
     pub protocol: String,
     pub host: String,
     pub port: u16,

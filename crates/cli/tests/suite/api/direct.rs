@@ -180,6 +180,23 @@ async fn direct_interfaces_reach_only_the_addresses_their_rules_name() {
     assert_eq!(connect(&api, &id, GATEWAY, port).await, "errno 113", "the host's own address is refused");
     let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
     assert!(accepted.is_err(), "nothing reached the host's listener");
+    // Each attempt is in the network log, allowed or refused.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let v = api.ok(Method::GET, &format!("/v1/sandboxes/{id}/network/log"), None).await;
+        events = v["items"].as_array().cloned().unwrap_or_default();
+        if events.iter().filter(|e| e["protocol"] == "direct-tcp").count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = |host: &str, port: u16, allowed: bool| {
+        events
+            .iter()
+            .any(|e| e["protocol"] == "direct-tcp" && e["host"] == host && e["port"] == port && e["allowed"] == allowed)
+    };
+    assert!(seen(HOST_A, 8080, true) && seen(HOST_A, 8081, false) && seen(HOST_B, 8080, false), "{events:?}");
+    assert!(seen(GATEWAY, port, false), "{events:?}");
     // Still no resolver inside: names need the proxy, which still works.
     let (out, _) = bash(&api, &id, "getent hosts web.test; echo rc=$?").await;
     assert_eq!(out.trim(), "rc=2");
