@@ -68,13 +68,10 @@ impl Direct {
         if !(8..=30).contains(&subnet.prefix_len()) {
             return Err(format!("direct subnet {subnet}: use a prefix from /8 to /30"));
         }
-        let tag = {
-            let (net, len) = (u32::from(subnet.network()), u32::from(subnet.prefix_len()));
-            // FNV-1a of the subnet: six hex digits keep interface names within 15 bytes.
-            let h = (net.to_be_bytes().into_iter().chain([len as u8]))
-                .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-            h
-        };
+        // FNV-1a of the subnet: six hex digits of it keep interface names
+        // within 15 bytes; the rest picks the log group.
+        let tag = (subnet.network().octets().into_iter().chain([subnet.prefix_len()]))
+            .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         let slots = 1u32 << (30 - subnet.prefix_len()).min(14);
         let table = Table {
             name: format!("reins_{:06x}", tag & 0xff_ffff),
