@@ -222,8 +222,14 @@ mod tests {
         assert_eq!(
             got,
             [
-                Logged { link: 7, allowed: true, protocol: "tcp", dst: "10.233.77.2".parse().unwrap(), port: 8080 },
-                Logged { link: 12, allowed: false, protocol: "tcp", dst: "10.233.77.3".parse().unwrap(), port: 8081 },
+                Logged { link: 7, allowed: true, protocol: "tcp", dst: "10.233.77.2".parse().expect("ip"), port: 8080 },
+                Logged {
+                    link: 12,
+                    allowed: false,
+                    protocol: "tcp",
+                    dst: "10.233.77.3".parse().expect("ip"),
+                    port: 8081
+                },
             ]
         );
         assert!(parse(&logged_message("x1", &tcp_syn_v4([1, 2, 3, 4], 1))).is_empty(), "not our prefix");
