@@ -184,6 +184,24 @@ impl Direct {
         }
     }
 
+    /// At node start: a table of this subnet left by a node that crashed
+    /// (with its interfaces) is taken over and emptied, unless another live
+    /// node holds the subnet. Without `nft`, or without such a table, nothing.
+    pub async fn recover(self: &Arc<Self>) {
+        let listed = tokio::process::Command::new("nft")
+            .args(["list", "table", "inet", &self.table.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        if listed.is_ok_and(|s| s.success()) {
+            match self.prepare().await {
+                Ok(()) => tracing::info!(table = %self.table.name, "took over a crashed node's direct interfaces"),
+                Err(e) => tracing::debug!(error = %e.message, "leaving the direct interfaces' table alone"),
+            }
+        }
+    }
+
     /// Removes the table (node shutdown, after every sandbox is gone).
     pub async fn close(&self) {
         if self.ready.initialized() {

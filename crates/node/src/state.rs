@@ -160,6 +160,8 @@ impl Node {
         });
         node.load_hibernated();
         if tokio::runtime::Handle::try_current().is_ok() {
+            let direct = Arc::clone(&node.direct);
+            tokio::spawn(async move { direct.recover().await });
             tokio::spawn(crate::pools::keep(Arc::downgrade(&node)));
             tokio::spawn(crate::lifecycle::hibernate_idle(Arc::downgrade(&node)));
         }

@@ -247,5 +247,23 @@ async fn direct_interfaces_reach_only_the_addresses_their_rules_name() {
     api.ok(Method::DELETE, &format!("/v1/sandboxes/{plain}"), None).await;
     assert!(up.terminate().await.success());
     assert_eq!(reins_tables(), "", "the node removed its table");
+
+    // A node that dies leaves its table; the next one on the subnet takes it over.
+    let up = env.up("d2", &["--direct-subnet", SUBNET]).await;
+    let api = up.admin();
+    let id = api.create(json!({"network": {"mode": "allowlist", "allow": [HOST_A], "direct": true}})).await;
+    assert_eq!(fetch(&api, &id, &a).await.1, 0);
+    up.kill9().await;
+    assert!(reins_tables().contains("reins_"), "a killed node cannot clean up");
+    let up = env.up("d3", &["--direct-subnet", SUBNET]).await;
+    eventually("the new node empties the stale table", || {
+        let out = Command::new("nft").args(["list", "ruleset"]).output().expect("nft");
+        let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+        rules.contains("reins_") && !rules.contains("chain sb")
+    })
+    .await;
+    eventually("no link is left", || direct_links().is_empty()).await;
+    assert!(up.terminate().await.success());
+    assert_eq!(reins_tables(), "");
     drop(host);
 }
