@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{assert_error, Api, Env};
+use super::{assert_error, cli, Api, Env};
 
 const SUBNET: &str = "10.231.77.0/24";
 /// The first sandbox's host-side address (its gateway).
@@ -235,6 +235,18 @@ async fn direct_interfaces_reach_only_the_addresses_their_rules_name() {
     let r = api.call(Method::PUT, &format!("/v1/sandboxes/{id}/network"), Some(json!({"direct": "yes"}))).await;
     assert!(r.0.is_client_error(), "{r:?}");
     assert_eq!(fetch(&api, &id, &a).await.1, 0, "the refused changes changed nothing");
+
+    // The CLI asks for it with --direct and shows it.
+    let allow = format!("{HOST_A}:8080");
+    let (code, out, err) = cli(&env, &["sandbox", "create", "--allow", &allow, "--direct"], "").await;
+    assert_eq!(code, Some(0), "{err}");
+    let by_cli = out.trim().to_owned();
+    let (code, out, err) =
+        cli(&env, &["sandbox", "exec", &by_cli, "--", "curl", "-sS", "--noproxy", "*", &a], "").await;
+    assert_eq!((code, out.as_str()), (Some(0), "hello from the test host\n"), "{err}");
+    let (_, out, _) = cli(&env, &["sandbox", "network", &by_cli], "").await;
+    assert!(out.contains("direct:"), "{out}");
+    api.ok(Method::DELETE, &format!("/v1/sandboxes/{by_cli}"), None).await;
 
     // Nothing is left: links and rules go with the sandbox, the table with the node.
     api.ok(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
