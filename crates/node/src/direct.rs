@@ -142,7 +142,14 @@ impl Direct {
                 let lock = self.lock_subnet()?;
                 let log = crate::nflog::open(self.table.log_group)
                     .map_err(|e| setup_error(format!("reading NFLOG group {}: {e}", self.table.log_group)))?;
-                tokio::spawn(read_log(Arc::downgrade(self), log));
+                let direct = Arc::downgrade(self);
+                tokio::spawn(crate::nflog::read(log, move |logged| match direct.upgrade() {
+                    Some(d) => {
+                        d.record(logged);
+                        true
+                    }
+                    None => false,
+                }));
                 run("nft", &["-f", "-"], &self.table.create()).await.map_err(|e| {
                     setup_error(format!("{e}; direct interfaces need nftables (apt install nftables) and root"))
                 })?;
@@ -245,35 +252,6 @@ impl Direct {
     }
 }
 
-/// Reads the filter's log until the node's direct interfaces go.
-async fn read_log(direct: std::sync::Weak<Direct>, fd: std::os::fd::OwnedFd) {
-    // SAFETY: the AsyncFd takes ownership of the socket, which no one else closes.
-    let fd = match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
-        Ok(fd) => fd,
-        Err(e) => return tracing::error!(error = %e, "watching the direct interfaces' log"),
-    };
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let Ok(mut ready) = fd.readable().await else { return };
-        // SAFETY: recv into a buffer we own, for its length.
-        let n =
-            unsafe { libc::recv(std::os::fd::AsRawFd::as_raw_fd(fd.get_ref()), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            match std::io::Error::last_os_error() {
-                e if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
-                // The kernel dropped messages while we were behind: go on.
-                e if e.raw_os_error() == Some(libc::ENOBUFS) => tracing::warn!("direct interfaces' log overran"),
-                e => return tracing::error!(error = %e, "reading the direct interfaces' log"),
-            }
-            continue;
-        }
-        let Some(direct) = direct.upgrade() else { return };
-        for logged in crate::nflog::parse(&buf[..n as usize]) {
-            direct.record(logged);
-        }
-    }
-}
-
 /// One sandbox's direct interface; dropping it removes the interface and
 /// its rules (on a blocking thread when inside tokio).
 #[derive(Debug)]
@@ -325,26 +303,17 @@ fn failed(prog: &str, out: &std::process::Output) -> String {
     format!("{prog} failed ({}): {}", out.status, err.trim())
 }
 
-/// Runs `prog args` with `input` on its stdin; its stderr in the error.
+/// Runs `prog args` with `input` on its stdin, on a blocking thread; its
+/// stderr in the error.
 async fn run(prog: &str, args: &[&str], input: &str) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("running {prog}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).await.map_err(|e| format!("writing to {prog}: {e}"))?;
-    }
-    let out = child.wait_with_output().await.map_err(|e| format!("waiting for {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(failed(prog, &out))
-    }
+    let (prog, input) = (prog.to_owned(), input.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_blocking(&prog, &args, &input)
+    })
+    .await
+    .map_err(|e| format!("running a host tool: {e}"))?
 }
 
 fn run_blocking(prog: &str, args: &[&str], input: &str) -> Result<(), String> {

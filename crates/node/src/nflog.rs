@@ -116,6 +116,36 @@ fn send_and_ack(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from nfnetlink_log"))
 }
 
+/// Reads the group's messages from `fd` (from [`open`]) and hands each
+/// attempt to `on`, until `on` answers false or the socket fails.
+pub async fn read(fd: OwnedFd, on: impl Fn(Logged) -> bool) {
+    // SAFETY: the AsyncFd takes ownership of the socket, which no one else closes.
+    let fd = match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+        Ok(fd) => fd,
+        Err(e) => return tracing::error!(error = %e, "watching the direct interfaces' log"),
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let Ok(mut ready) = fd.readable().await else { return };
+        // SAFETY: recv into a buffer we own, for its length.
+        let n = unsafe { libc::recv(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
+                // The kernel dropped messages while we were behind: go on.
+                e if e.raw_os_error() == Some(libc::ENOBUFS) => tracing::warn!("direct interfaces' log overran"),
+                e => return tracing::error!(error = %e, "reading the direct interfaces' log"),
+            }
+            continue;
+        }
+        for logged in parse(&buf[..n as usize]) {
+            if !on(logged) {
+                return;
+            }
+        }
+    }
+}
+
 /// Attributes of one netlink message body: (type, value) pairs.
 fn attrs(mut body: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
