@@ -243,7 +243,7 @@ async fn bwrap_cold(runs: usize) -> Result<Option<Summary>> {
     Ok(Some(Summary::of(ms)))
 }
 
-fn which(cmd: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(cmd: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|c| c.is_file()))
 }
 

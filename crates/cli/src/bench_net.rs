@@ -70,8 +70,19 @@ struct Report {
     cold_allowlist_ms: Summary,
     /// Allowlist p50 − none p50.
     allowlist_cold_start_added_ms: f64,
+    /// Through a node: the allowlist cold start without and with a direct
+    /// interface (`"direct": true`); absent without `nft`.
+    direct_cold_start_ms: Option<DirectStarts>,
+    /// With − without, p50.
+    direct_cold_start_added_ms: Option<f64>,
     /// Connection attempts the audit sink saw.
     audited: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct DirectStarts {
+    without: Summary,
+    with: Summary,
 }
 
 #[derive(Debug, Serialize)]
@@ -240,8 +251,22 @@ pub async fn run(data_dir: &Path, args: NetBench) -> Result<u8> {
     let policy = NetworkPolicy::parse(NetMode::Allowlist, &["bench.test".into(), format!("127.0.0.1:{port}")], &[])?;
     let net = SandboxNetwork { policy, credentials: Vec::new() };
     let result = measure(&rt, &egress, &net, port, &args).await;
+    let direct = match &result {
+        Ok(_) => {
+            progress(
+                args.json,
+                &format!("direct interfaces: {} cold starts each without and with", args.runs.min(300)),
+            );
+            crate::bench_direct::measure(&rt, &net.policy, args.runs.min(300)).await
+        }
+        Err(_) => Ok(None),
+    };
     rt.clear_embryos().await;
     let mut report = result?;
+    if let Some(d) = direct? {
+        report.direct_cold_start_added_ms = Some(d.with.p50 - d.without.p50);
+        report.direct_cold_start_ms = Some(DirectStarts { without: d.without, with: d.with });
+    }
     report.audited = audit.0.load(Ordering::Relaxed);
     print(&report, args.json)?;
     Ok(0)
@@ -349,6 +374,8 @@ async fn measure(
         allowlist_cold_start_added_ms: cold_allowlist_ms.p50 - cold_none_ms.p50,
         cold_none_ms,
         cold_allowlist_ms,
+        direct_cold_start_ms: None,
+        direct_cold_start_added_ms: None,
         audited: 0,
     })
 }
@@ -374,6 +401,11 @@ fn print(r: &Report, json: bool) -> Result<()> {
     row("cold start, policy none", &r.cold_none_ms);
     row("cold start, allowlist", &r.cold_allowlist_ms);
     println!("{:<34} {:+.3} ms (p50)", "added by an allowlist", r.allowlist_cold_start_added_ms);
+    if let (Some(d), Some(added)) = (&r.direct_cold_start_ms, r.direct_cold_start_added_ms) {
+        row("cold start via a node, allowlist", &d.without);
+        row("  … with a direct interface", &d.with);
+        println!("{:<34} {:+.3} ms (p50)", "added by a direct interface", added);
+    }
     println!("{:<34} {}", "connections audited", r.audited);
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod bench;
 mod bench_agent;
 mod bench_api;
+mod bench_direct;
 mod bench_e2b;
 mod bench_idle;
 mod bench_lifecycle;

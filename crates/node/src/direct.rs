@@ -115,9 +115,11 @@ impl Direct {
              addr add {host}/30 dev {dev}\nlink set {dev} up\n",
             ns = ns.display()
         );
-        run("ip", &["-batch", "-"], &batch).await.map_err(setup_error)?;
+        // The rules match the interface by name, so they can go in while it is made.
+        let rules = self.table.attach(n, policy);
+        let (made, ruled) = tokio::join!(run("ip", &["-batch", "-"], &batch), run("nft", &["-f", "-"], &rules));
+        made.and(ruled).map_err(setup_error)?;
         sandbox.configure_iface(Iface { name: "eth0".into(), addr: inside, prefix: 30, gateway: host }).await?;
-        run("nft", &["-f", "-"], &self.table.attach(n, policy)).await.map_err(setup_error)?;
         tracing::debug!(sandbox = id, dev, %inside, "direct interface up");
         Ok(link)
     }
@@ -242,11 +244,14 @@ impl Direct {
     /// Undoes [`Direct::attach`] for number `n`, in this thread.
     fn detach_now(&self, n: u32) {
         let dev = format!("{}{n}", self.table.prefix);
-        // The link is gone already when the sandbox's namespace went first.
-        let _ = run_blocking("ip", &["link", "del", &dev], "");
-        if let Err(e) = run_blocking("nft", &["-f", "-"], &self.table.detach(n)) {
-            tracing::debug!(error = %e, dev, "removing a direct interface's rules");
-        }
+        // Both wait for the kernel (an RCU grace period each), so side by side.
+        std::thread::scope(|s| {
+            // The link is gone already when the sandbox's namespace went first.
+            s.spawn(|| run_blocking("ip", &["link", "del", &dev], ""));
+            if let Err(e) = run_blocking("nft", &["-f", "-"], &self.table.detach(n)) {
+                tracing::debug!(error = %e, dev, "removing a direct interface's rules");
+            }
+        });
         self.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
         self.free.lock().unwrap_or_else(|p| p.into_inner()).push(n);
     }
