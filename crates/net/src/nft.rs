@@ -17,6 +17,7 @@
 //! connect fail at once (`EHOSTUNREACH`) instead of timing out.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
 use reins_types::net::{special_nets, HostPattern, NetMode, NetworkPolicy, PortRange, Rule};
@@ -81,11 +82,21 @@ impl Table {
         s
     }
 
+    /// The host's and the sandbox's address on /30 number `n` of the subnet.
+    pub fn addresses(&self, n: u32) -> (Ipv4Addr, Ipv4Addr) {
+        let base = u32::from(self.subnet.network()) + 4 * n;
+        (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+    }
+
     /// Replaces the rules of sandbox `n`'s chain, in one transaction; each
-    /// decision is logged to [`Table::log_group`].
+    /// decision is logged to [`Table::log_group`]. Packets that do not come
+    /// from the sandbox's own address, and any IPv6, are dropped first.
     pub fn update(&self, n: u32, policy: &NetworkPolicy) -> String {
         let t = &self.name;
+        let (_, inside) = self.addresses(n);
         let mut s = format!("add chain inet {t} sb{n}\nflush chain inet {t} sb{n}\n");
+        let _ = writeln!(s, "add rule inet {t} sb{n} meta nfproto ipv6 drop");
+        let _ = writeln!(s, "add rule inet {t} sb{n} ip saddr != {inside} drop");
         for (m, accept) in decisions(policy) {
             let (mark, verdict) = if accept { ('a', "accept") } else { ('d', REFUSE) };
             let log = format!("log group {} prefix \"{mark}{n}\"", self.log_group);
@@ -212,6 +223,10 @@ mod tests {
         assert!(s.contains("ip saddr 10.231.0.0/16 oifname != \"rv0ae700-*\" masquerade"));
         let a = t.attach(7, &policy(NetMode::Allowlist, &["10.9.9.9"], &[]));
         assert!(a.starts_with("add chain inet reins_0ae700 sb7\nflush chain inet reins_0ae700 sb7\n"));
+        assert!(
+            a.contains("sb7 meta nfproto ipv6 drop\nadd rule inet reins_0ae700 sb7 ip saddr != 10.231.0.30 drop\n"),
+            "{a}"
+        );
         assert!(a.contains("sb7 ip daddr 10.9.9.9/32 log group 9 prefix \"a7\" accept\n"), "{a}");
         assert!(a.contains("sb7 log group 9 prefix \"d7\" reject with icmpx admin-prohibited\n"), "{a}");
         assert!(a.ends_with("add element inet reins_0ae700 egress { \"rv0ae700-7\" : jump sb7 }\n"));

@@ -23,7 +23,6 @@
 //! ([`reins_sandbox::Iface`]).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -108,7 +107,7 @@ impl Direct {
         let link = Link { direct: Arc::clone(self), n, released: false };
         self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(n, id.to_owned());
         let ns = sandbox.netns_path()?;
-        let (host, inside) = self.addresses(n);
+        let (host, inside) = self.table.addresses(n);
         let dev = link.name();
         let batch = format!(
             "link add {dev} type veth peer name eth0 netns {ns}\nlink set {dev} addrgenmode none\n\
@@ -127,12 +126,6 @@ impl Direct {
     /// Replaces the rules of `link` with `policy`'s (new connections follow them).
     pub async fn update(&self, link: &Link, policy: &NetworkPolicy) -> Result<(), ApiError> {
         run("nft", &["-f", "-"], &self.table.update(link.n, policy)).await.map_err(setup_error)
-    }
-
-    /// The host's and the sandbox's address on /30 number `n`.
-    fn addresses(&self, n: u32) -> (Ipv4Addr, Ipv4Addr) {
-        let base = u32::from(self.table.subnet.network()) + 4 * n;
-        (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
     }
 
     /// First use: takes the subnet's lock, starts reading the audit log
@@ -344,6 +337,7 @@ fn run_blocking(prog: &str, args: &[&str], input: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn subnets_give_distinct_names_and_addresses() {
@@ -354,8 +348,8 @@ mod tests {
         assert_ne!(a.table.log_group, b.table.log_group);
         assert!(a.table.prefix.starts_with("rv") && a.table.prefix.len() == 9);
         assert!(format!("{}16383", a.table.prefix).len() <= 15, "interface names fit IFNAMSIZ");
-        assert_eq!(a.addresses(0), (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2)));
-        assert_eq!(a.addresses(70), (Ipv4Addr::new(10, 231, 1, 25), Ipv4Addr::new(10, 231, 1, 26)));
+        assert_eq!(a.table.addresses(0), (Ipv4Addr::new(10, 231, 0, 1), Ipv4Addr::new(10, 231, 0, 2)));
+        assert_eq!(a.table.addresses(70), (Ipv4Addr::new(10, 231, 1, 25), Ipv4Addr::new(10, 231, 1, 26)));
         assert_eq!(a.free.lock().expect("lock").len(), 16_384);
         let small = Direct::new("10.9.0.0/29".parse().expect("subnet"), sink()).expect("valid");
         assert_eq!(small.free.lock().expect("lock").len(), 2);
