@@ -345,22 +345,34 @@ impl Node {
     pub async fn set_network(&self, id: &str, network: SandboxNetwork) -> Result<(), ApiError> {
         // One change at a time, so that only one of them can make the listener.
         let _one = self.net_changes.lock().await;
-        let (sandbox, has_proxy) = {
+        let sandbox = {
             let mut inner = self.lock();
             let e = inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?;
-            e.plan.network = network.clone();
-            let Some(live) = &e.live else { return Ok(()) };
+            match &e.live {
+                Some(live) => Arc::clone(&live.sandbox),
+                None => {
+                    e.plan.network = network;
+                    return Ok(());
+                }
+            }
+        };
+        // The direct interface first: when it cannot be made or changed,
+        // nothing else has changed either.
+        self.set_direct(id, &sandbox, &network.policy).await?;
+        let has_proxy = self.with_live(id, |live| {
             if let Some(net) = &live.net {
                 net.settings.send_replace(Arc::new(network.clone()));
             }
-            (Arc::clone(&live.sandbox), live.net.is_some())
-        };
+            live.net.is_some()
+        })?;
         if !has_proxy {
             if let Some(state) = self.start_net(id, &sandbox, network.clone()).await? {
                 self.with_live(id, |live| live.net = Some(state))?;
             }
         }
-        self.set_direct(id, &sandbox, &network.policy).await
+        let mut inner = self.lock();
+        inner.sandboxes.get_mut(id).ok_or_else(ApiError::not_found)?.plan.network = network;
+        Ok(())
     }
 
     /// Adds, updates or removes a running sandbox's direct interface.

@@ -155,8 +155,15 @@ pub async fn set(
     let node = running(&app, &auth, &id).await?;
     let network = resolve(&app, auth.tenant(), &normal, policy).await?;
     let json = serde_json::to_string(&normal).map_err(ApiError::internal)?;
+    let before = app.store.sandbox(auth.tenant(), &id).await.map_err(ApiError::or_not_found("sandbox"))?.network;
     app.store.set_sandbox_network(auth.tenant(), &id, &json).await.map_err(ApiError::or_not_found("sandbox"))?;
-    node.call_empty(Method::PUT, &format!("/sandboxes/{id}/network"), Some(&network)).await?;
+    if let Err(e) = node.call_empty(Method::PUT, &format!("/sandboxes/{id}/network"), Some(&network)).await {
+        // The node kept the old policy: so does the record.
+        if let Err(undo) = app.store.set_sandbox_network(auth.tenant(), &id, &before).await {
+            tracing::error!(sandbox = %id, error = %undo, "restoring the network policy after a failed change");
+        }
+        return Err(e.into());
+    }
     tracing::info!(sandbox = %id, tenant = %auth.tenant(), mode = %normal.mode, allow = ?normal.allow,
         deny = ?normal.deny, secrets = ?normal.secrets, "network policy changed");
     Ok(Json(normal))

@@ -248,6 +248,24 @@ async fn direct_interfaces_reach_only_the_addresses_their_rules_name() {
     assert!(out.contains("direct:"), "{out}");
     api.ok(Method::DELETE, &format!("/v1/sandboxes/{by_cli}"), None).await;
 
+    // A second node on the same subnet is refused; a refused change changes nothing.
+    let other = env.up("other", &["--direct-subnet", SUBNET]).await;
+    let theirs = other.admin();
+    let direct = json!({"mode": "allowlist", "allow": [HOST_A], "direct": true});
+    let r = theirs.call(Method::POST, "/v1/sandboxes", Some(json!({ "network": direct }))).await;
+    assert_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "network_setup");
+    assert!(r.1["message"].as_str().is_some_and(|m| m.contains("--direct-subnet")), "{}", r.1);
+    let listed = theirs.ok(Method::GET, "/v1/sandboxes", None).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "the failed create left nothing: {listed}");
+    let sid = theirs.create(json!({"network": {"mode": "allowlist", "allow": [HOST_A]}})).await;
+    let r = theirs.call(Method::PUT, &format!("/v1/sandboxes/{sid}/network"), Some(direct)).await;
+    assert_error(&r, StatusCode::INTERNAL_SERVER_ERROR, "network_setup");
+    let got = theirs.ok(Method::GET, &format!("/v1/sandboxes/{sid}"), None).await;
+    assert_eq!(got["network"], json!({"mode": "allowlist", "allow": [HOST_A]}), "the old policy");
+    assert_eq!(interfaces(&theirs, &sid).await, "lo");
+    assert!(other.terminate().await.success());
+    assert_eq!(direct_links().len(), 1, "the first node's sandbox kept its link");
+
     // Nothing is left: links and rules go with the sandbox, the table with the node.
     api.ok(Method::DELETE, &format!("/v1/sandboxes/{id}"), None).await;
     eventually("the link goes with the sandbox", || direct_links().is_empty()).await;
