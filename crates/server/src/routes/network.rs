@@ -162,7 +162,7 @@ pub async fn set(
         if let Err(undo) = app.store.set_sandbox_network(auth.tenant(), &id, &before).await {
             tracing::error!(sandbox = %id, error = %undo, "restoring the network policy after a failed change");
         }
-        return Err(e.into());
+        return Err(e);
     }
     tracing::info!(sandbox = %id, tenant = %auth.tenant(), mode = %normal.mode, allow = ?normal.allow,
         deny = ?normal.deny, secrets = ?normal.secrets, "network policy changed");
