@@ -170,9 +170,26 @@ pub(crate) fn spawn(spec: &ExecSpec) -> nix::Result<Option<Proc>> {
     };
     let job = Job::new(spec, program, &stdio)?;
     let pid = job.start()?;
+    reset_oom_score(pid);
     let Stdio { outputs, stdin, pty, keep_child, .. } = stdio;
     drop(keep_child);
     Ok(Some(Proc { pid, outputs, stdin: Some(stdin), stdin_buf: Vec::new(), stdin_close: false, pty, status: None }))
+}
+
+/// Gives command `pid` the OOM score of an ordinary process when the guest
+/// runs protected (`oom_score_adj` -1000, set by the zygote where the host
+/// grants `CAP_SYS_RESOURCE`), so that a sandbox's OOM killer picks a
+/// command, never PID 1. Done from here, once the command has exec'd: the
+/// `vfork` child shares the guest's non-dumpable memory, so its own
+/// `/proc/self/oom_score_adj` is closed to it. Raising a score needs no
+/// privilege; a guest at 0 (a host without that capability) skips it all.
+fn reset_oom_score(pid: i32) {
+    static PROTECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let protected =
+        *PROTECTED.get_or_init(|| std::fs::read_to_string("/proc/self/oom_score_adj").is_ok_and(|s| s.trim() != "0"));
+    if protected {
+        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "0");
+    }
 }
 
 /// The program `argv[0]` names: as given when it has a `/`, else the first
@@ -271,11 +288,6 @@ extern "C" fn child(arg: *mut libc::c_void) -> i32 {
         // The guest ignores SIGPIPE; commands must not inherit that.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::setsid();
-        let oom = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if oom >= 0 {
-            libc::write(oom, b"0".as_ptr() as *const libc::c_void, 1);
-            libc::close(oom);
-        }
         for (target, fd) in job.stdio.iter().enumerate() {
             if libc::dup2(*fd, target as RawFd) < 0 {
                 return fail(job, 126, b"cannot set up stdio");

@@ -49,8 +49,8 @@ fn serve() -> Result<(), String> {
     // Sandboxes are reaped by the kernel; the host watches them through pidfds.
     // SAFETY: installing SIG_IGN runs no code in signal context.
     unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) }.map_err(|e| e.to_string())?;
-    // Inherited by every guest: the OOM killer picks a command (commands
-    // reset it to 0), never a sandbox's PID 1 nor the zygote. Best effort:
+    // Inherited by every guest: the OOM killer picks a command (the guest
+    // gives each command 0 back), never a sandbox's PID 1 nor the zygote. Best effort:
     // it needs CAP_SYS_RESOURCE, which some hosts withhold even from root;
     // there the guest's small footprint keeps it from being chosen.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
