@@ -37,6 +37,7 @@ struct TestHost {
 
 impl TestHost {
     fn start() -> Self {
+        Self::remove_leftovers();
         let id = std::process::id() % 100_000;
         let (ns, link) = (format!("reins-th-{id}"), format!("rth{id}"));
         ip(&format!("netns add {ns}"));
@@ -73,6 +74,23 @@ impl TestHost {
             assert!(up, "the test host's server on {port} did not start");
         }
         host
+    }
+}
+
+impl TestHost {
+    /// Test hosts of an earlier run that was killed before its drop.
+    fn remove_leftovers() {
+        let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns");
+        for ns in String::from_utf8_lossy(&out.stdout).split_whitespace().filter(|n| n.starts_with("reins-th-")) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let out = Command::new("ip").args(["-o", "link", "show"]).output().expect("ip link");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or_default().to_owned());
+            if let Some(name) = name.filter(|n| n.starts_with("rth")) {
+                let _ = Command::new("ip").args(["link", "del", &name]).status();
+            }
+        }
     }
 }
 
