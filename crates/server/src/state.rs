@@ -34,6 +34,8 @@ pub struct Limits {
     pub hibernate_retention: Duration,
     /// Ended sandboxes' rows are purged after this long.
     pub ended_retention: Duration,
+    /// E2B sandboxes with internet access also get a direct interface.
+    pub e2b_direct: bool,
 }
 
 impl Default for Limits {
@@ -50,6 +52,7 @@ impl Default for Limits {
             model_backoff: Duration::from_millis(500),
             hibernate_retention: Duration::from_secs(24 * 3600),
             ended_retention: Duration::from_secs(3600),
+            e2b_direct: false,
         }
     }
 }

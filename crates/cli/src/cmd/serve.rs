@@ -106,6 +106,16 @@ pub struct RetentionArgs {
     ended_retention_secs: u64,
 }
 
+/// How E2B clients' sandboxes are set up.
+#[derive(Debug, Args)]
+pub struct E2bArgs {
+    /// Give E2B sandboxes (which have internet access unless they opt out) a
+    /// direct interface as well as the proxy, for programs that ignore
+    /// HTTP_PROXY (Node's fetch, say); the node needs nftables.
+    #[arg(long)]
+    e2b_direct: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// API address.
@@ -140,6 +150,8 @@ pub struct UpArgs {
     egress: EgressArgs,
     #[command(flatten)]
     harness: HarnessArgs,
+    #[command(flatten)]
+    e2b: E2bArgs,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +182,8 @@ pub struct ServerArgs {
     harness: HarnessArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    #[command(flatten)]
+    e2b: E2bArgs,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +229,7 @@ fn limits(
     sandbox_domain: &str,
     h: &HarnessArgs,
     r: &RetentionArgs,
+    e2b: &E2bArgs,
 ) -> Result<Limits> {
     anyhow::ensure!(
         reins_types::net::normalize_domain(sandbox_domain).as_deref() == Some(sandbox_domain),
@@ -233,6 +248,7 @@ fn limits(
         session_lease: std::time::Duration::from_secs(h.session_lease_secs),
         hibernate_retention: std::time::Duration::from_secs(r.hibernate_retention_secs),
         ended_retention: std::time::Duration::from_secs(r.ended_retention_secs),
+        e2b_direct: e2b.e2b_direct,
         ..Limits::default()
     })
 }
@@ -300,7 +316,14 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_listen: "127.0.0.1:0".parse()?,
         gateway_advertise: None,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness, &args.retention)?,
+        limits: limits(
+            args.default_timeout,
+            args.max_timeout,
+            &args.sandbox_domain,
+            &args.harness,
+            &args.retention,
+            &args.e2b,
+        )?,
         secret_key_file: args.secret_key_file,
     })
     .await
@@ -387,7 +410,14 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_listen: args.gateway_listen,
         gateway_advertise: args.gateway_advertise,
         tls,
-        limits: limits(args.default_timeout, args.max_timeout, &args.sandbox_domain, &args.harness, &args.retention)?,
+        limits: limits(
+            args.default_timeout,
+            args.max_timeout,
+            &args.sandbox_domain,
+            &args.harness,
+            &args.retention,
+            &args.e2b,
+        )?,
         secret_key_file: args.secret_key_file,
     })
     .await?;

@@ -145,7 +145,7 @@ pub async fn create(
     let network = match req.allow_internet_access {
         Some(false) => None,
         // E2B's default is internet access; an E2B client that does not opt out gets it, audited.
-        _ => Some(Network { mode: "open".into(), ..Network::default() }),
+        _ => Some(Network { mode: "open".into(), direct: app.limits.e2b_direct, ..Network::default() }),
     };
     let create = CreateSandbox {
         template: Some(template),

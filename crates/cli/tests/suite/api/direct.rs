@@ -296,9 +296,25 @@ async fn direct_interfaces_reach_only_the_addresses_their_rules_name() {
     assert!(up.terminate().await.success());
     assert_eq!(reins_tables(), "", "the node removed its table");
 
-    // A node that dies leaves its table; the next one on the subnet takes it over.
-    let up = env.up("d2", &["--direct-subnet", SUBNET]).await;
+    // With --e2b-direct, E2B sandboxes (internet access: `open`) get one too.
+    let up = env.up("d2", &["--direct-subnet", SUBNET, "--e2b-direct"]).await;
     let api = up.admin();
+    let created = reqwest::Client::new()
+        .post(format!("{}/sandboxes", up.url))
+        .header("X-API-KEY", up.key())
+        .json(&json!({"templateID": "base", "timeout": 60}))
+        .send()
+        .await
+        .expect("E2B create");
+    assert!(created.status().is_success(), "{}", created.status());
+    let e2b: Value = created.json().await.expect("json");
+    let e2b_id = e2b["sandboxID"].as_str().expect("sandboxID").to_owned();
+    let got = api.ok(Method::GET, &format!("/v1/sandboxes/{e2b_id}"), None).await;
+    assert_eq!((&got["network"]["mode"], &got["network"]["direct"]), (&json!("open"), &json!(true)));
+    assert_eq!(interfaces(&api, &e2b_id).await, "eth0 lo");
+    assert_eq!(connect(&api, &e2b_id, HOST_A, 8080).await, "errno 113", "open: private addresses need a rule");
+
+    // A node that dies leaves its table; the next one on the subnet takes it over.
     let id = api.create(json!({"network": {"mode": "allowlist", "allow": [HOST_A], "direct": true}})).await;
     assert_eq!(fetch(&api, &id, &a).await.1, 0);
     up.kill9().await;
