@@ -106,14 +106,25 @@ pub struct RetentionArgs {
     ended_retention_secs: u64,
 }
 
-/// How E2B clients' sandboxes are set up.
+/// The control plane's sandbox settings, the same for `up` and `server`.
 #[derive(Debug, Args)]
-pub struct E2bArgs {
+pub struct SandboxArgs {
+    /// Default sandbox timeout in seconds.
+    #[arg(long, default_value_t = 300)]
+    default_timeout: u64,
+    /// Longest sandbox timeout in seconds.
+    #[arg(long, default_value_t = 86400)]
+    max_timeout: u64,
+    /// Sandbox ports are reached at PORT-ID.DOMAIN (point a wildcard DNS name at the API).
+    #[arg(long, default_value = "localhost")]
+    sandbox_domain: String,
     /// Give E2B sandboxes (which have internet access unless they opt out) a
     /// direct interface as well as the proxy, for programs that ignore
     /// HTTP_PROXY (Node's fetch, say); the node needs nftables.
     #[arg(long)]
     e2b_direct: bool,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -127,19 +138,10 @@ pub struct UpArgs {
     #[command(flatten)]
     capacity: CapacityArgs,
     #[command(flatten)]
-    retention: RetentionArgs,
-    /// Default sandbox timeout in seconds.
-    #[arg(long, default_value_t = 300)]
-    default_timeout: u64,
-    /// Longest sandbox timeout in seconds.
-    #[arg(long, default_value_t = 86400)]
-    max_timeout: u64,
+    sandboxes: SandboxArgs,
     /// Do not write the CLI config (~/.config/reins/config.json).
     #[arg(long)]
     no_config: bool,
-    /// Sandbox ports are reached at PORT-ID.DOMAIN (point a wildcard DNS name at the API).
-    #[arg(long, default_value = "localhost")]
-    sandbox_domain: String,
     /// The key that seals secrets (base64, 32 bytes; generated as DATA/server/secret.key
     /// when absent). `REINS_SECRET_KEY` holds the key itself and wins.
     #[arg(long, env = "REINS_SECRET_KEY_FILE")]
@@ -150,8 +152,6 @@ pub struct UpArgs {
     egress: EgressArgs,
     #[command(flatten)]
     harness: HarnessArgs,
-    #[command(flatten)]
-    e2b: E2bArgs,
 }
 
 #[derive(Debug, Args)]
@@ -166,13 +166,8 @@ pub struct ServerArgs {
     gateway_advertise: Option<String>,
     #[arg(long, env = "REINS_DATABASE_URL")]
     database_url: Option<String>,
-    #[arg(long, default_value_t = 300)]
-    default_timeout: u64,
-    #[arg(long, default_value_t = 86400)]
-    max_timeout: u64,
-    /// Sandbox ports are reached at PORT-ID.DOMAIN (point a wildcard DNS name at the API).
-    #[arg(long, default_value = "localhost")]
-    sandbox_domain: String,
+    #[command(flatten)]
+    sandboxes: SandboxArgs,
     /// The key that seals secrets (see `reins up --help`); every control plane on one database needs the same.
     #[arg(long, env = "REINS_SECRET_KEY_FILE")]
     secret_key_file: Option<PathBuf>,
@@ -180,10 +175,6 @@ pub struct ServerArgs {
     tls: TlsArgs,
     #[command(flatten)]
     harness: HarnessArgs,
-    #[command(flatten)]
-    retention: RetentionArgs,
-    #[command(flatten)]
-    e2b: E2bArgs,
 }
 
 #[derive(Debug, Args)]
@@ -223,32 +214,27 @@ fn node_options(c: &CapacityArgs, egress: &EgressArgs) -> Result<NodeOptions> {
     })
 }
 
-fn limits(
-    default_timeout: u64,
-    max_timeout: u64,
-    sandbox_domain: &str,
-    h: &HarnessArgs,
-    r: &RetentionArgs,
-    e2b: &E2bArgs,
-) -> Result<Limits> {
+fn limits(s: &SandboxArgs, h: &HarnessArgs) -> Result<Limits> {
+    let domain = s.sandbox_domain.as_str();
     anyhow::ensure!(
-        reins_types::net::normalize_domain(sandbox_domain).as_deref() == Some(sandbox_domain),
+        reins_types::net::normalize_domain(domain).as_deref() == Some(domain),
         "--sandbox-domain must be a lower-case DNS name, such as sandboxes.example.com"
     );
     anyhow::ensure!(
-        default_timeout >= 1 && default_timeout <= max_timeout,
+        s.default_timeout >= 1 && s.default_timeout <= s.max_timeout,
         "--default-timeout must be between 1 and --max-timeout"
     );
+    let secs = std::time::Duration::from_secs;
     Ok(Limits {
-        default_timeout: std::time::Duration::from_secs(default_timeout),
-        max_timeout: std::time::Duration::from_secs(max_timeout),
-        sandbox_domain: sandbox_domain.to_owned(),
+        default_timeout: secs(s.default_timeout),
+        max_timeout: secs(s.max_timeout),
+        sandbox_domain: domain.to_owned(),
         model_attempts: h.model_attempts,
         model_backoff: std::time::Duration::from_millis(h.model_backoff_ms),
-        session_lease: std::time::Duration::from_secs(h.session_lease_secs),
-        hibernate_retention: std::time::Duration::from_secs(r.hibernate_retention_secs),
-        ended_retention: std::time::Duration::from_secs(r.ended_retention_secs),
-        e2b_direct: e2b.e2b_direct,
+        session_lease: secs(h.session_lease_secs),
+        hibernate_retention: secs(s.retention.hibernate_retention_secs),
+        ended_retention: secs(s.retention.ended_retention_secs),
+        e2b_direct: s.e2b_direct,
         ..Limits::default()
     })
 }
@@ -316,14 +302,7 @@ pub async fn up(data_dir: &Path, args: UpArgs) -> Result<u8> {
         gateway_listen: "127.0.0.1:0".parse()?,
         gateway_advertise: None,
         tls,
-        limits: limits(
-            args.default_timeout,
-            args.max_timeout,
-            &args.sandbox_domain,
-            &args.harness,
-            &args.retention,
-            &args.e2b,
-        )?,
+        limits: limits(&args.sandboxes, &args.harness)?,
         secret_key_file: args.secret_key_file,
     })
     .await
@@ -410,14 +389,7 @@ pub async fn server(data_dir: &Path, args: ServerArgs) -> Result<u8> {
         gateway_listen: args.gateway_listen,
         gateway_advertise: args.gateway_advertise,
         tls,
-        limits: limits(
-            args.default_timeout,
-            args.max_timeout,
-            &args.sandbox_domain,
-            &args.harness,
-            &args.retention,
-            &args.e2b,
-        )?,
+        limits: limits(&args.sandboxes, &args.harness)?,
         secret_key_file: args.secret_key_file,
     })
     .await?;
