@@ -171,9 +171,15 @@ impl Templates {
             if !dst.join("manifest.json").exists() {
                 return Err(Error::io(&dst, e));
             }
+            // The other copy won: this one goes.
+            let _ = fs::remove_dir_all(staging);
         }
         let link = self.root.join("names").join(name);
-        let tmp = self.root.join("names").join(format!(".{name}.tmp"));
+        // A temporary name of this call's own: concurrent commits of one name
+        // (two first creates each assembling `base`) must not move each other's.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join("names").join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
         fs::write(&tmp, &digest).map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &link).map_err(|e| Error::io(&link, e))?;
         Ok(Template { name: name.to_owned(), digest, rootfs: dst.join("rootfs"), binds })
@@ -224,4 +230,31 @@ fn read_manifest(dir: &Path) -> Result<Manifest, Error> {
 
 fn now_nanos() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_commits_of_one_name_all_succeed_and_leave_no_staging() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let src = tempfile::tempdir().expect("tempdir");
+        fs::write(src.path().join("file"), "same content").expect("write");
+        let store = Templates::open(root.path().to_owned()).expect("open");
+        let imports: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, src) = (store.clone(), src.path().to_owned());
+                std::thread::spawn(move || store.import_dir(&src, "t").map(|t| t.digest))
+            })
+            .collect();
+        let digests: Vec<String> =
+            imports.into_iter().map(|h| h.join().expect("thread").expect("import succeeds")).collect();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]), "one template: {digests:?}");
+        assert_eq!(store.resolve("t").expect("resolves").digest, digests[0]);
+        let left = |dir: &str| fs::read_dir(root.path().join(dir)).expect("dir").count();
+        assert_eq!(left("staging"), 0, "no staging directory left");
+        assert_eq!(left("objects"), 1);
+        assert_eq!(left("names"), 1, "no temporary name left");
+    }
 }
