@@ -7,17 +7,18 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use reins_api::node::CreateSandbox;
 use reins_node::{Node, NodeOptions};
 use reins_sandbox::Runtime;
 use reins_types::{NetworkPolicy, SandboxNetwork, SandboxSpec};
 
+use crate::bench_lifecycle::{create_with, destroy, first_output};
 use crate::stats::Summary;
 
 /// A subnet for the bench's own node only.
 const SUBNET: &str = "10.231.254.0/24";
 
 /// Cold starts without and with a direct interface, interleaved.
+#[derive(Debug, serde::Serialize)]
 pub struct DirectCost {
     pub without: Summary,
     pub with: Summary,
@@ -25,19 +26,10 @@ pub struct DirectCost {
 
 async fn cold(node: &Node, id: &str, policy: &NetworkPolicy) -> Result<f64> {
     let t0 = Instant::now();
-    let req = CreateSandbox {
-        id: id.to_owned(),
-        spec: SandboxSpec::default(),
-        network: SandboxNetwork { policy: policy.clone(), credentials: Vec::new() },
-        mounts: Vec::new(),
-        snapshot: None,
-        idle_timeout_secs: None,
-    };
-    node.create(req).await.map_err(|e| anyhow!("create: {}", e.message))?;
-    let sb = node.get(id).await.map_err(|e| anyhow!(e.message))?;
-    let took = crate::bench::echo_first_output(&sb, t0).await;
-    drop(sb);
-    node.destroy(id).await.map_err(|e| anyhow!("destroy: {}", e.message))?;
+    let network = SandboxNetwork { policy: policy.clone(), credentials: Vec::new() };
+    create_with(node, id, SandboxSpec::default(), network, None).await?;
+    let took = first_output(node, id, t0).await;
+    destroy(node, id).await?;
     took
 }
 

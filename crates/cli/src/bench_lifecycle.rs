@@ -95,24 +95,28 @@ fn ms(since: Instant) -> f64 {
 }
 
 /// Runs `echo hi` in sandbox `id` (waking it if needed); ms from `t0` to its first output.
-async fn first_output(node: &Node, id: &str, t0: Instant) -> Result<f64> {
+pub(crate) async fn first_output(node: &Node, id: &str, t0: Instant) -> Result<f64> {
     let sb = node.get(id).await.map_err(|e| anyhow::anyhow!(e.message))?;
     crate::bench::echo_first_output(&sb, t0).await
 }
 
 async fn create(node: &Node, id: &str, spec: SandboxSpec, snapshot: Option<String>) -> Result<()> {
-    let req = CreateSandbox {
-        id: id.to_owned(),
-        spec,
-        network: Default::default(),
-        mounts: Vec::new(),
-        snapshot,
-        idle_timeout_secs: None,
-    };
+    create_with(node, id, spec, Default::default(), snapshot).await
+}
+
+/// Creates sandbox `id` on `node` directly (no control plane), under `network`.
+pub(crate) async fn create_with(
+    node: &Node,
+    id: &str,
+    spec: SandboxSpec,
+    network: reins_types::SandboxNetwork,
+    snapshot: Option<String>,
+) -> Result<()> {
+    let req = CreateSandbox { id: id.to_owned(), spec, network, mounts: Vec::new(), snapshot, idle_timeout_secs: None };
     node.create(req).await.map_err(|e| anyhow::anyhow!("create: {}", e.message))
 }
 
-async fn destroy(node: &Node, id: &str) -> Result<()> {
+pub(crate) async fn destroy(node: &Node, id: &str) -> Result<()> {
     node.destroy(id).await.map_err(|e| anyhow::anyhow!("destroy: {}", e.message))
 }
 

@@ -72,17 +72,11 @@ struct Report {
     allowlist_cold_start_added_ms: f64,
     /// Through a node: the allowlist cold start without and with a direct
     /// interface (`"direct": true`); absent without `nft`.
-    direct_cold_start_ms: Option<DirectStarts>,
+    direct_cold_start_ms: Option<crate::bench_direct::DirectCost>,
     /// With − without, p50.
     direct_cold_start_added_ms: Option<f64>,
     /// Connection attempts the audit sink saw.
     audited: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct DirectStarts {
-    without: Summary,
-    with: Summary,
 }
 
 #[derive(Debug, Serialize)]
@@ -265,7 +259,7 @@ pub async fn run(data_dir: &Path, args: NetBench) -> Result<u8> {
     let mut report = result?;
     if let Some(d) = direct? {
         report.direct_cold_start_added_ms = Some(d.with.p50 - d.without.p50);
-        report.direct_cold_start_ms = Some(DirectStarts { without: d.without, with: d.with });
+        report.direct_cold_start_ms = Some(d);
     }
     report.audited = audit.0.load(Ordering::Relaxed);
     print(&report, args.json)?;

@@ -75,10 +75,15 @@ impl Table {
         format!("table inet {t}\ndelete table inet {t}\n", t = self.name)
     }
 
+    /// The host-side interface of sandbox `n`.
+    pub fn interface(&self, n: u32) -> String {
+        format!("{}{n}", self.prefix)
+    }
+
     /// Adds sandbox `n`'s chain under `policy` and routes its interface to it.
     pub fn attach(&self, n: u32, policy: &NetworkPolicy) -> String {
         let mut s = self.update(n, policy);
-        let _ = writeln!(s, "add element inet {} egress {{ \"{}{n}\" : jump sb{n} }}", self.name, self.prefix);
+        let _ = writeln!(s, "add element inet {} egress {{ \"{}\" : jump sb{n} }}", self.name, self.interface(n));
         s
     }
 
@@ -109,7 +114,7 @@ impl Table {
     /// Removes sandbox `n`'s map entry and chain.
     pub fn detach(&self, n: u32) -> String {
         let t = &self.name;
-        format!("delete element inet {t} egress {{ \"{}{n}\" }}\ndelete chain inet {t} sb{n}\n", self.prefix)
+        format!("delete element inet {t} egress {{ \"{}\" }}\ndelete chain inet {t} sb{n}\n", self.interface(n))
     }
 }
 

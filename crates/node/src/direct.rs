@@ -137,6 +137,13 @@ impl Direct {
                 let lock = self.lock_subnet()?;
                 let log = crate::nflog::open(self.table.log_group)
                     .map_err(|e| setup_error(format!("reading NFLOG group {}: {e}", self.table.log_group)))?;
+                run("nft", &["-f", "-"], &self.table.create()).await.map_err(|e| {
+                    setup_error(format!("{e}; direct interfaces need nftables (apt install nftables) and root"))
+                })?;
+                self.remove_stale_links().await;
+                forwarding_on().map_err(setup_error)?;
+                // Only now: a failed attempt closes its socket (and unbinds the
+                // group) on the way out, so the next attempt can bind it again.
                 let direct = Arc::downgrade(self);
                 tokio::spawn(crate::nflog::read(log, move |logged| match direct.upgrade() {
                     Some(d) => {
@@ -145,11 +152,6 @@ impl Direct {
                     }
                     None => false,
                 }));
-                run("nft", &["-f", "-"], &self.table.create()).await.map_err(|e| {
-                    setup_error(format!("{e}; direct interfaces need nftables (apt install nftables) and root"))
-                })?;
-                self.remove_stale_links().await;
-                forwarding_on().map_err(setup_error)?;
                 Ok::<_, ApiError>(lock)
             })
             .await
@@ -218,9 +220,8 @@ impl Direct {
         let Some(sandbox) = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(&logged.link).cloned() else {
             return;
         };
-        let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let event = NetEvent {
-            at_ms: at_ms as i64,
+            at_ms: crate::lifecycle::now_ms() as i64,
             protocol: format!("direct-{}", logged.protocol),
             host: logged.dst.to_string(),
             port: logged.port,
@@ -236,7 +237,7 @@ impl Direct {
 
     /// Undoes [`Direct::attach`] for number `n`, in this thread.
     fn detach_now(&self, n: u32) {
-        let dev = format!("{}{n}", self.table.prefix);
+        let dev = self.table.interface(n);
         // Both wait for the kernel (an RCU grace period each), so side by side.
         std::thread::scope(|s| {
             // The link is gone already when the sandbox's namespace went first.
@@ -262,7 +263,7 @@ pub struct Link {
 impl Link {
     /// The host-side interface's name.
     pub fn name(&self) -> String {
-        format!("{}{}", self.direct.table.prefix, self.n)
+        self.direct.table.interface(self.n)
     }
 
     /// Removes the interface and its rules, and waits until they are gone.

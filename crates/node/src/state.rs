@@ -319,7 +319,7 @@ impl Node {
         sandbox: &Sandbox,
         policy: &reins_types::NetworkPolicy,
     ) -> Result<Option<crate::direct::Link>, ApiError> {
-        if !policy.direct || policy.mode == NetMode::None {
+        if !policy.has_direct() {
             return Ok(None);
         }
         self.direct.attach(id, sandbox, policy).await.map(Some)
@@ -384,7 +384,7 @@ impl Node {
     ) -> Result<(), ApiError> {
         let current = self.with_live(id, |live| live.direct.take())?;
         match current {
-            Some(link) if policy.direct && policy.mode != NetMode::None => {
+            Some(link) if policy.has_direct() => {
                 let updated = self.direct.update(&link, policy).await;
                 self.with_live(id, |live| live.direct = Some(link))?;
                 updated

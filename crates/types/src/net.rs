@@ -356,6 +356,12 @@ impl NetworkPolicy {
         Ok(Self { mode, allow: rules(allow)?, deny: rules(deny)?, direct: false })
     }
 
+    /// True when the sandbox gets a direct interface: asked for, and a
+    /// network at all (`none` has none).
+    pub fn has_direct(&self) -> bool {
+        self.direct && self.mode != NetMode::None
+    }
+
     /// The first step for a name: may `domain` (normalized) on `port` be
     /// connected to at all? Its addresses are checked by [`Self::check_addr`].
     pub fn check_name(&self, domain: &str, port: u16) -> Result<(), Denial> {
