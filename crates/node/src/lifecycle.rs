@@ -117,6 +117,7 @@ impl Node {
                 return Ok(false);
             }
             let Some(live) = e.live.take() else { return Ok(false) };
+            e.hibernating = true;
             let taken = (live, e.layers.clone(), e.plan.clone());
             Self::unreserve(&mut inner, &taken.2.spec.limits);
             taken
@@ -133,6 +134,7 @@ impl Node {
                 inner.reserved_pids += u64::from(limits.pids);
                 if let Some(entry) = inner.sandboxes.get_mut(id) {
                     entry.live = Some(live);
+                    entry.hibernating = false;
                 }
                 return Err(e);
             }
@@ -140,6 +142,7 @@ impl Node {
         self.end(id, live).await;
         if let Some(e) = self.lock().sandboxes.get_mut(id) {
             e.layers = new_layers;
+            e.hibernating = false;
         }
         self.collect_layers().await;
         Ok(true)

@@ -87,6 +87,9 @@ pub(crate) struct Entry {
     pub holds: Arc<AtomicUsize>,
     /// Held while it hibernates or wakes.
     pub turn: Arc<tokio::sync::Mutex<()>>,
+    /// Taken out of service but its processes not yet gone: not reported
+    /// as hibernated until they are.
+    pub hibernating: bool,
 }
 
 #[derive(Default)]
@@ -183,7 +186,12 @@ impl Node {
     pub fn status(&self) -> Status {
         let pools = self.pools.status();
         let inner = self.lock();
-        let hibernated = inner.sandboxes.iter().filter(|(_, e)| e.live.is_none()).map(|(id, _)| id.clone()).collect();
+        let hibernated = inner
+            .sandboxes
+            .iter()
+            .filter(|(_, e)| e.live.is_none() && !e.hibernating)
+            .map(|(id, _)| id.clone())
+            .collect();
         Status {
             node_id: self.id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -624,6 +632,7 @@ impl Entry {
             last_used: Instant::now(),
             holds: Arc::new(AtomicUsize::new(0)),
             turn: Arc::new(tokio::sync::Mutex::new(())),
+            hibernating: false,
         }
     }
 }

@@ -137,7 +137,8 @@ async fn read_loop(conn: Arc<Conn>, mut reader: BufReader<OwnedReadHalf>) {
 }
 
 impl Conn {
-    fn close(&self) {
+    /// Ends every request: their receivers see the end of their events.
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         if let Ok(mut routes) = self.routes.lock() {
             routes.clear();

@@ -16,6 +16,9 @@ use crate::runtime::Inner;
 use crate::slots::Slot;
 use crate::Error;
 
+/// Longest wait at destroy for the reader to pass on what a dead guest wrote.
+const READER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A pidfd of a sandbox's PID 1.
 #[derive(Debug)]
 pub(crate) struct Pidfd(AsyncFd<OwnedFd>);
@@ -404,6 +407,9 @@ impl Sandbox {
             pidfd.wait().await;
             self.inner.slots.release(slot);
         }
+        // The guest is gone: what it wrote before still reaches the readers,
+        // then the connection ends (drop closes it if the reader lags).
+        let _ = tokio::time::timeout(READER_DRAIN, &mut self.reader).await;
     }
 }
 
@@ -417,6 +423,9 @@ fn entry(reply: FileReply) -> Result<EntryInfo, Error> {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.reader.abort();
+        // An aborted reader never closes the connection: requests in flight
+        // (a streaming exec, a watch) would wait forever.
+        self.conn.close();
         if let Some(t) = &self.timer {
             t.abort();
         }

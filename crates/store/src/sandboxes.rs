@@ -109,7 +109,8 @@ pub struct NewSandbox {
     pub network: String,
     pub access: String,
     pub metadata: BTreeMap<String, String>,
-    pub expires_ms: i64,
+    /// It expires this long after its row is written (its `created_ms`).
+    pub timeout_ms: i64,
     pub idle_timeout_ms: Option<i64>,
     pub snapshot_id: Option<String>,
 }
@@ -192,6 +193,7 @@ impl Store {
                 .await?;
             return Err(limit.map_or(Error::NotFound, |limit| Error::Quota { limit }));
         }
+        let created_ms = now_ms();
         let row = SandboxRow {
             id: new.id.clone(),
             tenant_id: new.tenant_id.clone(),
@@ -202,8 +204,8 @@ impl Store {
             network: new.network.clone(),
             access: new.access.clone(),
             metadata: new.metadata.clone(),
-            created_ms: now_ms(),
-            expires_ms: new.expires_ms,
+            created_ms,
+            expires_ms: created_ms.saturating_add(new.timeout_ms),
             ended_ms: None,
             end_reason: None,
             on_timeout: "release".to_owned(),

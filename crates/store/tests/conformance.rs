@@ -69,7 +69,7 @@ fn new_sandbox(tenant: &str, meta: &[(&str, &str)]) -> NewSandbox {
         network: "{}".into(),
         access: "{}".into(),
         metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        expires_ms: now_ms() + 60_000,
+        timeout_ms: 60_000,
         idle_timeout_ms: None,
         snapshot_id: None,
     }
@@ -232,7 +232,7 @@ async fn sandboxes_are_tenant_scoped_filtered_and_paged() {
 async fn expiry_state_and_purge() {
     both(|s| async move {
         let mut n = new_sandbox(DEFAULT_TENANT, &[("a", "b")]);
-        n.expires_ms = now_ms() - 1;
+        n.timeout_ms = -1;
         let old = s.insert_sandbox(&n).await.expect("old");
         let young = s.insert_sandbox(&new_sandbox(DEFAULT_TENANT, &[])).await.expect("young");
         let expired: Vec<_> = s.expired_sandboxes(now_ms()).await.expect("expired").into_iter().map(|r| r.id).collect();

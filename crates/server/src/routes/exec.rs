@@ -64,7 +64,9 @@ pub(super) fn node_exec(app: &App, req: Exec, keep_stdin: bool) -> Result<proto:
     })
 }
 
-/// Starts a command on `node` and returns its frames as they come.
+/// Starts a command on `node` and returns its frames as they come. The last
+/// one is always an exit or an error: a stream the node ends early (its
+/// connection lost) gets an `unavailable` error.
 pub(crate) async fn frames(
     node: &NodeConn,
     id: &str,
@@ -72,8 +74,24 @@ pub(crate) async fn frames(
 ) -> Result<impl Stream<Item = ExecFrame>, ApiError> {
     let body = HttpBody::from(serde_json::to_vec(req).map_err(ApiError::internal)?);
     let resp = node.send(Method::POST, &format!("/sandboxes/{id}/exec"), body, true).await?;
-    Ok(crate::nodes::ndjson(resp.into_body())
-        .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() })))
+    let frames = crate::nodes::ndjson(resp.into_body())
+        .map(|f| f.unwrap_or_else(|b| ExecFrame::Error { code: b.code().into(), message: b.message().into() }));
+    Ok(ending(frames))
+}
+
+/// `frames` up to its first exit or error; one error frame when it ends without either.
+fn ending(frames: impl Stream<Item = ExecFrame>) -> impl Stream<Item = ExecFrame> {
+    futures_util::stream::unfold((Box::pin(frames), false), |(mut frames, ended)| async move {
+        if ended {
+            return None;
+        }
+        let frame = frames.next().await.unwrap_or_else(|| ExecFrame::Error {
+            code: "unavailable".into(),
+            message: "the node ended the command's stream before it exited".into(),
+        });
+        let last = matches!(frame, ExecFrame::Exit { .. } | ExecFrame::Error { .. });
+        Some((frame, (frames, last)))
+    })
 }
 
 /// Turns bytes into text without splitting a UTF-8 sequence across chunks.
@@ -271,6 +289,18 @@ mod tests {
         let b = u.push(&bytes[2..]);
         assert_eq!(format!("{a}{b}"), "héllo");
         assert_eq!(Utf8::default().push(&[0xff, b'a']), "\u{fffd}a");
+    }
+
+    #[tokio::test]
+    async fn a_stream_always_ends_with_an_exit_or_an_error() {
+        let cut = ending(futures_util::stream::iter([ExecFrame::Start { pid: 2 }])).collect::<Vec<_>>().await;
+        assert!(
+            matches!(&cut[..], [ExecFrame::Start { pid: 2 }, ExecFrame::Error { code, .. }] if code == "unavailable")
+        );
+        let exit = ExecFrame::Exit { code: Some(0), signal: None, timed_out: false };
+        let whole =
+            ending(futures_util::stream::iter([exit.clone(), ExecFrame::Start { pid: 3 }])).collect::<Vec<_>>().await;
+        assert!(matches!(&whole[..], [ExecFrame::Exit { code: Some(0), .. }]), "nothing after the exit: {whole:?}");
     }
 
     #[test]

@@ -203,7 +203,7 @@ pub async fn start(
         spec: serde_json::to_string(&spec).map_err(ApiError::internal)?,
         network: serde_json::to_string(&network_view).map_err(ApiError::internal)?,
         metadata: req.metadata.clone(),
-        expires_ms: now_ms() + timeout.as_millis() as i64,
+        timeout_ms: timeout.as_millis() as i64,
         idle_timeout_ms: req.idle_timeout_secs.map(|s| s as i64 * 1000),
         snapshot_id: req.snapshot.clone(),
     };

@@ -644,13 +644,23 @@ async fn sse(
     last_id: Option<&str>,
     until: impl Fn(&str) -> bool,
 ) -> Vec<(Option<String>, String, Value)> {
-    use futures_util::StreamExt;
+    read_sse(open_sse(api, path, last_id).await, until).await
+}
+
+/// A session's event stream, subscribed once this returns.
+async fn open_sse(api: &Api, path: &str, last_id: Option<&str>) -> reqwest::Response {
     let mut req = api.req(Method::GET, path);
     if let Some(id) = last_id {
         req = req.header("last-event-id", id);
     }
     let resp = req.send().await.expect("stream");
     assert_eq!(resp.status(), StatusCode::OK);
+    resp
+}
+
+/// Its events as (id, kind, data), up to the first whose kind `until` accepts.
+async fn read_sse(resp: reqwest::Response, until: impl Fn(&str) -> bool) -> Vec<(Option<String>, String, Value)> {
+    use futures_util::StreamExt;
     let mut body = resp.bytes_stream();
     let (mut buf, mut out) = (String::new(), Vec::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -692,11 +702,8 @@ async fn the_event_stream_has_deltas_and_resumes_from_the_last_event_id() {
     let (_env, svc, api) = up(&[]).await;
     let sid = session(&api, &agent("streamer", "openai", &model.openai_url(), json!({}))).await;
     let path = format!("/v1/sessions/{sid}/events/stream");
-    let follower = {
-        let (api, path) = (api.clone(), path.clone());
-        tokio::spawn(async move { sse(&api, &path, None, |e| e == "turn_finished").await })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Subscribed before the message goes: the deltas are live only.
+    let follower = tokio::spawn(read_sse(open_sse(&api, &path, None).await, |e| e == "turn_finished"));
     say(&api, &sid, "stream please").await;
     let got = follower.await.expect("stream task");
     let names: Vec<&str> = got.iter().map(|(_, e, _)| e.as_str()).collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::{Env, Service};
+use super::{reusable_port, Env, Service};
 
 #[tokio::test]
 async fn data_survives_kill_9_and_lost_sandboxes_are_marked() {
@@ -54,7 +54,7 @@ async fn data_survives_kill_9_and_lost_sandboxes_are_marked() {
 #[tokio::test]
 async fn a_restarted_control_plane_adopts_running_sandboxes() {
     let env = Env::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = reusable_port();
     let gw = format!("127.0.0.1:{port}");
     let server = |env: &Env| {
         let mut c = env.command(&env.data("server"));

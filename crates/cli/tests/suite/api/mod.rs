@@ -33,6 +33,20 @@ pub fn tag() -> String {
     format!("api{}-{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
+/// A free loopback port for a service that must bind the same port again
+/// after a restart. It lies below the kernel's ephemeral range (32768 and
+/// up), so no outgoing connection of another test can take it meanwhile.
+pub fn reusable_port() -> u16 {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = std::process::id().wrapping_mul(97).wrapping_add(seq.wrapping_mul(7919));
+    (0..SPAN)
+        .map(|i| (LOW + start.wrapping_add(i) % SPAN) as u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port in 20000..32000")
+}
+
 /// A running `reins` service process with its own data dir, cgroups and run dir.
 pub struct Service {
     pub child: Child,
