@@ -78,6 +78,31 @@ async fn dropping_a_sandbox_kills_it() {
     assert_eq!(t.rt.dying(), 0);
 }
 
+/// A command still running when its sandbox goes (destroyed, or dropped
+/// before its reader saw the guest's end) ends with an error at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_command_ends_when_its_sandbox_goes() {
+    let t = TestRuntime::new();
+    for destroy in [true, false] {
+        let sb = t.sandbox().await;
+        let mut exec = sb.exec(ExecRequest::new(["sleep", "600"])).await.expect("exec");
+        if destroy {
+            sb.destroy().await;
+        } else {
+            drop(sb);
+        }
+        let end = tokio::time::timeout(Duration::from_secs(2), exec.next()).await;
+        assert!(matches!(end, Ok(Err(Error::Gone))), "destroy={destroy}: {end:?}");
+    }
+    for _ in 0..100 {
+        if t.rt.dying() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.assert_clean().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_dies_with_its_supervisor() {
     // Unique per run, and built at run time inside, so that no host command
