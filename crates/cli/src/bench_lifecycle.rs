@@ -61,6 +61,9 @@ struct Report {
     pool_claim_create_ms: Summary,
     /// The floor under a claim: a second `echo` in the claimed sandbox → its first output.
     exec_again_ms: Summary,
+    /// A third, after [`IDLE_GAP`] without work: what any command costs on a
+    /// machine that idled as long (as the claim's does, between iterations).
+    exec_after_idle_ms: Summary,
     /// The same without a pool (a fresh create; the runtime's prepared children still help).
     cold_create_ms: Summary,
     /// Claims that found the pool empty (served cold instead).
@@ -128,9 +131,13 @@ struct Claims {
     claim: Summary,
     create: Summary,
     again: Summary,
+    after_idle: Summary,
     cold: Summary,
     misses: u64,
 }
+
+/// The pause before the claimed sandbox's third `echo`.
+const IDLE_GAP: Duration = Duration::from_millis(20);
 
 /// Pool claims and, interleaved, cold creates of another shape. The pool
 /// is set through the API (the control plane sends it to the node).
@@ -138,7 +145,8 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<Claims> {
     let pooled = SandboxSpec::default();
     let cold = SandboxSpec { limits: reins_types::Limits { pids: 255, ..pooled.limits }, ..pooled.clone() };
     client.call(reqwest::Method::PUT, "/v1/pools/base", Some(json!({"min": 8, "max": 8}))).await?;
-    let (mut claim, mut claim_only, mut again, mut fresh, mut misses) = (vec![], vec![], vec![], vec![], 0);
+    let (mut claim, mut claim_only, mut again, mut after_idle) = (vec![], vec![], vec![], vec![]);
+    let (mut fresh, mut misses) = (vec![], 0);
     for i in 0..runs + 20 {
         // Wait for the refill, so each claim meets a ready sandbox (as a sized pool would).
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -151,6 +159,8 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<Claims> {
         let only = ms(t0);
         let t = first_output(node, "bench-claim", t0).await?;
         let a = first_output(node, "bench-claim", Instant::now()).await?;
+        tokio::time::sleep(IDLE_GAP).await;
+        let b = first_output(node, "bench-claim", Instant::now()).await?;
         let claimed = node.status().pools.first().map_or(0, |p| p.claims) > before;
         destroy(node, "bench-claim").await?;
         let t0 = Instant::now();
@@ -164,6 +174,7 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<Claims> {
             claim.push(t);
             claim_only.push(only);
             again.push(a);
+            after_idle.push(b);
         } else {
             misses += 1;
         }
@@ -174,6 +185,7 @@ async fn claims(node: &Node, client: &Client, runs: usize) -> Result<Claims> {
         claim: Summary::of(claim),
         create: Summary::of(claim_only),
         again: Summary::of(again),
+        after_idle: Summary::of(after_idle),
         cold: Summary::of(fresh),
         misses,
     })
@@ -363,6 +375,7 @@ async fn measure(svc: &LocalService, data_dir: &Path, args: &LifecycleBench) -> 
         pool_claim_ms: c.claim,
         pool_claim_create_ms: c.create,
         exec_again_ms: c.again,
+        exec_after_idle_ms: c.after_idle,
         cold_create_ms: c.cold,
         pool_misses: c.misses,
         wake_ms,
@@ -388,6 +401,7 @@ fn print(r: &Report) {
     println!("{:<34} {}", "pool claim → first output (ms)", r.pool_claim_ms);
     println!("{:<34} {}", "  of which the claim (ms)", r.pool_claim_create_ms);
     println!("{:<34} {}", "  floor: a second echo (ms)", r.exec_again_ms);
+    println!("{:<34} {}", format!("  a third, after {} ms idle (ms)", IDLE_GAP.as_millis()), r.exec_after_idle_ms);
     println!("{:<34} {}", "  reference: cold create (ms)", r.cold_create_ms);
     println!("{:<34} {}", "  claims that missed the pool", r.pool_misses);
     println!("{:<34} {}", "wake → first output (ms)", r.wake_ms);
