@@ -499,7 +499,13 @@ async fn kill_9_mid_turn_continues_without_repeating_side_effects() {
     let (svc, api) = restart(&env, &key).await;
     // 2. Killed between a mutating tool's intent and its receipt: it is not run again.
     wait_kind(&api, &sid, "tool_intent").await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // the command has started
+    let agent_id = api.ok(Method::GET, &format!("/v1/sessions/{sid}"), None).await["agent_id"]
+        .as_str()
+        .expect("agent id")
+        .to_owned();
+    let log = env.data("a").join("node/volumes").join(&agent_id).join("log.txt");
+    // The command has started (its side effect is there), and holds.
+    wait_until(|| std::fs::read_to_string(&log).is_ok_and(|t| t == "one\n")).await;
     svc.kill9().await;
     let (svc, _api) = restart(&env, &key).await;
     // 3. Killed while a read-only tool runs (its upstream holds the first request): it is run again.

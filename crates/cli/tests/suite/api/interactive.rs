@@ -121,8 +121,8 @@ async fn websocket_pty_has_a_terminal_that_resizes() {
     read_until(&mut ws, &mut seen, |s| String::from_utf8_lossy(&s.stdout).contains("40 120")).await;
 
     // Ctrl-C reaches the foreground command through the terminal, not the shell.
-    ws.send(Message::Binary(b"sleep 30\n".to_vec().into())).await.expect("stdin");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::Binary(b"sleep 29.75\n".to_vec().into())).await.expect("stdin");
+    assert_eq!(crate::suite::settle_processes_with("sleep 29.75", 1).await, 1, "the command runs");
     ws.send(Message::Binary(vec![3].into())).await.expect("ctrl-c");
     ws.send(Message::Binary(b"echo after-$?\n".to_vec().into())).await.expect("stdin");
     read_until(&mut ws, &mut seen, |s| String::from_utf8_lossy(&s.stdout).contains("after-130")).await;

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::{assert_error, Env};
-use crate::suite::host_processes_with;
+use crate::suite::{host_processes_with, settle_processes_with};
 
 #[tokio::test]
 async fn a_sandbox_lives_runs_commands_and_is_deleted() {
@@ -305,8 +305,7 @@ async fn sigterm_closes_streams_and_leaves_no_sandbox() {
         .await
         .expect("stream");
     let reader = tokio::spawn(async move { sse_events(resp).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(host_processes_with("reins-shutdown-marker").len(), 1);
+    assert_eq!(settle_processes_with("reins-shutdown-marker", 1).await, 1);
     let status = up.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     let events = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("stream ended").expect("reader");
