@@ -85,9 +85,24 @@ impl TestRuntime {
 impl Drop for TestRuntime {
     fn drop(&mut self) {
         // Slot directories are kept for reuse by a real node; tests remove theirs.
-        let _ = self.rt.cgroups().remove_group();
+        remove_cgroups(self.rt.cgroups());
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
+}
+
+/// Removes a test's cgroup group and slots, waiting up to 5 s for processes
+/// still dying in them (a service killed just before, its sandboxes going
+/// with it): leftover memory cgroups slow every later test on this kernel.
+pub fn remove_cgroups(cgroups: &reins_sandbox::Cgroups) {
+    let mut last = None;
+    for _ in 0..250 {
+        match cgroups.remove_group() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("warning: test cgroups left behind: {last:?}");
 }
 
 pub fn spec_with(f: impl FnOnce(&mut Limits)) -> SandboxSpec {

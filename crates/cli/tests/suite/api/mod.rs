@@ -109,15 +109,8 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let group = format!("reins-test-{}", self.tag);
-        for ctl in ["pids", "memory", "cpu,cpuacct", "freezer", "unified"] {
-            let dir = Path::new("/sys/fs/cgroup").join(ctl).join(&group);
-            for slot in std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
-                if slot.path().is_dir() {
-                    let _ = std::fs::remove_dir(slot.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
+        if let Ok(cgroups) = reins_sandbox::Cgroups::detect(&format!("reins-test-{}", self.tag)) {
+            super::remove_cgroups(&cgroups);
         }
         let _ = std::fs::remove_dir_all(Path::new("/run/reins-test").join(&self.tag));
     }
