@@ -66,13 +66,7 @@ async fn a_thousand_cycles_with_failures_leave_nothing() {
         failures += r.expect("worker");
     }
     assert_eq!(failures, 400, "every fifth spec fails late and every fifth early");
-    for _ in 0..200 {
-        if t.rt.dying() == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(t.rt.dying(), 0);
+    assert_eq!(t.settle_dying(std::time::Duration::from_secs(4)).await, 0);
     t.assert_clean().await;
     let staging: Vec<_> = std::fs::read_dir(data_dir().join("templates/staging")).expect("staging").flatten().collect();
     assert!(staging.is_empty(), "staging left: {staging:?}");

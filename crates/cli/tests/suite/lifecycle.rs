@@ -68,14 +68,9 @@ async fn dropping_a_sandbox_kills_it() {
         sh(&sb, &format!("(exec -a {marker} sleep 1000) & true")).await;
         assert_eq!(settle_processes_with(marker, 1).await, 1);
     }
-    for _ in 0..100 {
-        if host_processes_with(marker).is_empty() && t.rt.dying() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Its PID 1 gone (no longer dying) means every process of its PID namespace is too.
+    assert_eq!(t.settle_dying(Duration::from_secs(2)).await, 0);
     assert!(host_processes_with(marker).is_empty());
-    assert_eq!(t.rt.dying(), 0);
 }
 
 /// A command still running when its sandbox goes (destroyed, or dropped
@@ -94,12 +89,7 @@ async fn a_running_command_ends_when_its_sandbox_goes() {
         let end = tokio::time::timeout(Duration::from_secs(2), exec.next()).await;
         assert!(matches!(end, Ok(Err(Error::Gone))), "destroy={destroy}: {end:?}");
     }
-    for _ in 0..100 {
-        if t.rt.dying() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(t.settle_dying(Duration::from_secs(2)).await, 0);
     t.assert_clean().await;
 }
 

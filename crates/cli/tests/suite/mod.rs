@@ -64,6 +64,16 @@ impl TestRuntime {
         self.rt.create(&spec).await.expect("sandbox starts")
     }
 
+    /// Waits up to `within` for dropped sandboxes to be gone; returns how
+    /// many are still dying.
+    pub async fn settle_dying(&self, within: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.rt.dying() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.rt.dying()
+    }
+
     /// Asserts that no sandbox of this runtime left anything: processes in
     /// its cgroups, mounts on the host, files in its run directory. Parked
     /// children are cleared first.
