@@ -53,6 +53,13 @@ impl Cgroups {
         Ok(cg)
     }
 
+    /// Moves process `pid` (all its threads) into the groups whose
+    /// `cgroup.procs` files are `procs`. Blocks: on cgroup v1 each move can
+    /// wait for an RCU grace period.
+    pub fn attach(procs: &[String], pid: i32) -> Result<(), Error> {
+        procs.iter().try_for_each(|p| write(Path::new(p), &pid.to_string()))
+    }
+
     pub fn layout(&self) -> Layout {
         self.layout
     }

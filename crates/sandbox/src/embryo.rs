@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
+use crate::cgroup::Cgroups;
 use crate::ns::ZygoteRequest;
 use crate::runtime::Inner;
 use crate::sandbox::Pidfd;
@@ -47,7 +48,7 @@ pub(crate) async fn keep_embryos(inner: Weak<Inner>, refill: Arc<Notify>) {
             refill.notified().await;
             continue;
         }
-        if let Err(e) = strong.conceive().await {
+        if let Err(e) = strong.conceive(missing).await {
             tracing::warn!(error = %e, "could not prepare a sandbox ahead of time");
             drop(strong);
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -56,40 +57,81 @@ pub(crate) async fn keep_embryos(inner: Weak<Inner>, refill: Arc<Notify>) {
 }
 
 impl Inner {
-    pub(crate) async fn conceive(&self) -> Result<(), Error> {
+    /// Prepares up to `count` children and parks those that are ready.
+    ///
+    /// A child counts as ready only once it is in its slot's cgroups, so a
+    /// create never waits for that move. On cgroup v1 a move waits for an RCU
+    /// grace period (10–15 ms on a 2-vCPU VM) whenever the kernel's
+    /// `cgroup_threadgroup_rwsem` has had no writer for one, holding the
+    /// host-wide `cgroup_mutex` meanwhile; moves that follow one another
+    /// closely share that wait. So the children are cloned first and then
+    /// moved together, from a blocking thread (the host does it for them:
+    /// the move is the only step left between a clone and a parked child).
+    pub(crate) async fn conceive(&self, count: usize) -> Result<(), Error> {
         let _conceiving = self.conceiving.lock().await;
-        // `clear_embryos` lowers the target before it waits for this lock.
-        if self.embryo_target.load(Ordering::SeqCst) == 0 {
-            return Ok(());
+        let mut born = Vec::with_capacity(count);
+        let mut failure = None;
+        for _ in 0..count {
+            // `clear_embryos` lowers the target before it waits for this lock.
+            if self.embryo_target.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            match self.clone_embryo().await {
+                Ok(child) => born.push(child),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
+        let moves: Vec<(i32, Vec<String>)> = born.iter().map(|(e, procs)| (e.pid, procs.clone())).collect();
+        let moved = tokio::task::spawn_blocking(move || {
+            moves.into_iter().map(|(pid, procs)| Cgroups::attach(&procs, pid)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut results = moved.into_iter();
+        for (embryo, _) in born {
+            match results.next() {
+                Some(Ok(())) => self.park(embryo).await,
+                Some(Err(e)) => {
+                    failure.get_or_insert(e);
+                    self.discard(embryo).await;
+                }
+                None => self.discard(embryo).await,
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Clones one child for a slot; it is not yet in the slot's cgroups.
+    async fn clone_embryo(&self) -> Result<(Embryo, Vec<String>), Error> {
         // Whatever limits the slot has are fine for a parked child (ours, tiny);
         // the sandbox's own are applied when it hatches.
         let (slot, cgroup_procs) = self.claim_slot(None)?;
         let zygote = self.pick_zygote();
-        let conceived =
-            self.zygotes[zygote].lock().await.clone_child(&ZygoteRequest::Conceive { cgroup_procs }, None).await;
+        let conceived = self.zygotes[zygote].lock().await.clone_child(&ZygoteRequest::Conceive, None).await;
         match conceived {
-            Ok((pid, pidfd)) => {
-                let embryo = Embryo { slot, pid, pidfd, zygote };
-                // Checked under the lock `clear_embryos` also takes to lower the target.
-                let unwanted = {
-                    let mut parked = self.embryos.lock().map_err(|_| Error::Poisoned)?;
-                    if self.embryo_target.load(Ordering::SeqCst) == 0 {
-                        Some(embryo)
-                    } else {
-                        parked.push(embryo);
-                        None
-                    }
-                };
-                if let Some(embryo) = unwanted {
-                    self.discard(embryo).await;
-                }
-                Ok(())
-            }
+            Ok((pid, pidfd)) => Ok((Embryo { slot, pid, pidfd, zygote }, cgroup_procs)),
             Err(e) => {
                 self.slots.release(slot);
                 Err(e)
             }
+        }
+    }
+
+    /// Parks a ready child, unless parking stopped meanwhile.
+    async fn park(&self, embryo: Embryo) {
+        // Checked under the lock `clear_embryos` also takes to lower the target.
+        let unwanted = match self.embryos.lock() {
+            Ok(mut parked) if self.embryo_target.load(Ordering::SeqCst) != 0 => {
+                parked.push(embryo);
+                None
+            }
+            _ => Some(embryo),
+        };
+        if let Some(embryo) = unwanted {
+            self.discard(embryo).await;
         }
     }
 

@@ -4,8 +4,8 @@
 //! binary re-executed with [`ZYGOTE_ARG`], single-threaded from its first
 //! instruction. A zygote receives [`SpawnRequest`]s over a `SOCK_SEQPACKET`
 //! socket and `clone(2)`s each sandbox's PID 1 into fresh user, PID, mount,
-//! network, IPC and UTS namespaces, writes its id maps and puts it in its
-//! cgroups. The child then builds its root file system ([`setup`]), installs
+//! network, IPC and UTS namespaces, and writes its id maps; the child moves
+//! itself into its cgroups (a parked child is moved by the host). The child then builds its root file system ([`setup`]), installs
 //! seccomp and becomes `reins-guest`.
 
 pub mod client;
@@ -67,11 +67,11 @@ pub struct SpawnRequest {
 /// What the host asks a zygote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ZygoteRequest {
-    /// Clone a sandbox PID 1, move it into its slot's cgroups and park it
-    /// until [`ZygoteRequest::Hatch`]: the costly steps (namespaces, and on
-    /// cgroup v1 a move that can wait for an RCU grace period) happen before
-    /// any request needs them. The child has run no foreign code yet.
-    Conceive { cgroup_procs: Vec<String> },
+    /// Clone a sandbox PID 1 and park it until [`ZygoteRequest::Hatch`]: the
+    /// costly steps happen before any request needs them. The host moves it
+    /// into its slot's cgroups (on cgroup v1 a move that can wait for an RCU
+    /// grace period) before it counts as ready. It has run no foreign code.
+    Conceive,
     /// Hand a parked child its sandbox; the guest socket travels along.
     Hatch { pid: i32, req: SpawnRequest },
     /// Clone a sandbox and start it at once; the guest socket travels along.

@@ -49,11 +49,10 @@ const GUEST_FD: i32 = 3;
 pub const SANDBOX_NOFILE: u64 = 65_536;
 
 /// The cloned child's whole life: receive its sandbox, set up, become the
-/// guest. A parked child gets its `cgroups` up front and joins them while it
+/// guest. A `parked` child is moved into its cgroups by the host while it
 /// waits; otherwise it joins those of its request while its mounts are built.
-pub fn child_main(ctl: OwnedFd, net: OwnedFd, filter: &Filter, cgroups: Option<Vec<String>>) -> ! {
-    let parked = cgroups.is_some();
-    let early = early(net).and_then(|()| cgroups.map_or(Ok(()), |c| join_cgroups(&c)));
+pub fn child_main(ctl: OwnedFd, net: OwnedFd, filter: &Filter, parked: bool) -> ! {
+    let early = early(net);
     // Without a guest socket there is no one to tell: the host sees the socket close.
     let Ok((req, guest)) = early.and_then(|()| receive(&ctl)) else { exit(1) };
     drop(ctl);

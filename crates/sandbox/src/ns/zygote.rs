@@ -10,8 +10,8 @@
 //!
 //! Each child gets a control socket from the zygote on which its
 //! [`SpawnRequest`] and guest socket arrive. The child moves itself into its
-//! slot's cgroups (on cgroup v1 that can wait for an RCU grace period, so the
-//! zygote never does it). See [`ZygoteRequest`] for parked (conceived) children.
+//! slot's cgroups, or the host moves a parked one (on cgroup v1 that can wait
+//! for an RCU grace period, so the zygote never does it). See [`ZygoteRequest`] for parked (conceived) children.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -75,8 +75,8 @@ fn serve() -> Result<(), String> {
 impl Zygote {
     fn handle(&mut self, req: ZygoteRequest, guest: Option<OwnedFd>) -> Result<(i32, Option<OwnedFd>), String> {
         match req {
-            ZygoteRequest::Conceive { cgroup_procs } => {
-                let (pid, pidfd, ctl) = self.conceive(Some(cgroup_procs))?;
+            ZygoteRequest::Conceive => {
+                let (pid, pidfd, ctl) = self.conceive(true)?;
                 self.parked.insert(pid, ctl);
                 Ok((pid, Some(pidfd)))
             }
@@ -88,7 +88,7 @@ impl Zygote {
             }
             ZygoteRequest::Spawn { req } => {
                 let guest = guest.ok_or("spawn without a guest socket")?;
-                let (pid, pidfd, ctl) = self.conceive(None)?;
+                let (pid, pidfd, ctl) = self.conceive(false)?;
                 if let Err(e) = send_request(&ctl, &req, &guest) {
                     kill(&pidfd);
                     return Err(e);
@@ -99,8 +99,8 @@ impl Zygote {
     }
 
     /// Clones a child into fresh namespaces; it waits on its control socket.
-    /// With `cgroups`, it moves into them before it waits.
-    fn conceive(&mut self, cgroups: Option<Vec<String>>) -> Result<(i32, OwnedFd, OwnedFd), String> {
+    /// A `parked` child is moved into its cgroups by the host.
+    fn conceive(&mut self, parked: bool) -> Result<(i32, OwnedFd, OwnedFd), String> {
         let net = self.pool.take()?;
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| format!("socketpair: {e}"))?;
@@ -124,7 +124,7 @@ impl Zygote {
         if pid == 0 {
             drop(ours);
             self.parked.clear();
-            setup::child_main(theirs, net, &self.filter, cgroups);
+            setup::child_main(theirs, net, &self.filter, parked);
         }
         // SAFETY: the kernel just created this pidfd for us.
         Ok((pid as i32, unsafe { OwnedFd::from_raw_fd(pidfd) }, ours))
