@@ -1,5 +1,6 @@
 //! Pause and resume, timeouts, destroy, and death with the supervisor.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reins_sandbox::{Error, ExecEvent, ExecRequest};
@@ -156,6 +157,48 @@ async fn parked_children_become_sandboxes_with_the_requested_limits() {
     assert_eq!(text(&sh(&sb, "echo hatched").await.stdout), "hatched\n");
     sb.destroy().await;
     t.assert_clean().await;
+}
+
+/// A parked child counts only once it is in its slot's cgroups, in every
+/// hierarchy: a create must never wait for that move (on cgroup v1 it can
+/// wait 10-15 ms for an RCU grace period: the cold-start p99 tail when
+/// children moved themselves after they were counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_children_are_in_their_cgroups_before_they_count() {
+    let t = TestRuntime::with_embryos(4);
+    let mut checks = 0;
+    for _ in 0..20 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let parked = t.rt.parked();
+            let in_groups = processes_in_slots_per_hierarchy(&t);
+            assert!(
+                in_groups.iter().all(|&n| n >= parked),
+                "{parked} children counted as parked, but slot cgroups hold {in_groups:?} processes per hierarchy"
+            );
+            checks += 1;
+            if parked == 4 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "4 children parked within 10 s");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        // Take one, so that another is made.
+        t.sandbox().await.destroy().await;
+    }
+    assert!(checks >= 20);
+    t.assert_clean().await;
+}
+
+/// For each cgroup hierarchy, how many processes its slot directories hold.
+fn processes_in_slots_per_hierarchy(t: &TestRuntime) -> Vec<usize> {
+    let mut per_parent = std::collections::BTreeMap::<PathBuf, usize>::new();
+    for dir in t.rt.cgroups().existing_slot_dirs() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let parent = dir.parent().map(PathBuf::from).unwrap_or_default();
+        *per_parent.entry(parent).or_default() += procs.lines().filter(|l| !l.trim().is_empty()).count();
+    }
+    per_parent.into_values().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
