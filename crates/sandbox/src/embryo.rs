@@ -3,7 +3,7 @@
 //! create hands them a sandbox. They have run no foreign code and each is
 //! used once. The runtime keeps `RuntimeOptions::embryos` of them.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -34,6 +34,19 @@ pub(crate) struct Embryo {
     pub pid: i32,
     pub pidfd: OwnedFd,
     pub zygote: usize,
+}
+
+/// Moves child `pid` into the groups of `procs`, if it is still alive: the
+/// zygote's children are reaped by the kernel as they exit, so a dead one's
+/// pid could name another process; its pidfd tells whether it lives.
+fn move_child(pid: i32, pidfd: &OwnedFd, procs: &[String]) -> Result<(), Error> {
+    // SAFETY: pidfd_send_signal with signal 0 (a liveness check) on a pidfd we own.
+    let alive =
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<u8>(), 0u32) } == 0;
+    if !alive {
+        return Err(Error::Setup("a sandbox prepared ahead exited before it was ready".into()));
+    }
+    Cgroups::attach(procs, pid)
 }
 
 /// Keeps the runtime's parked children at their target number. Ends with the runtime.
@@ -84,9 +97,13 @@ impl Inner {
                 }
             }
         }
-        let moves: Vec<(i32, Vec<String>)> = born.iter().map(|(e, procs)| (e.pid, procs.clone())).collect();
+        let moves: Vec<_> = born.iter().map(|(e, procs)| (e.pid, e.pidfd.try_clone(), procs.clone())).collect();
         let moved = tokio::task::spawn_blocking(move || {
-            moves.into_iter().map(|(pid, procs)| Cgroups::attach(&procs, pid)).collect::<Vec<_>>()
+            let move_one = |(pid, pidfd, procs): (i32, std::io::Result<OwnedFd>, Vec<String>)| {
+                let pidfd = pidfd.map_err(|e| Error::Setup(format!("duplicating a pidfd: {e}")))?;
+                move_child(pid, &pidfd, &procs)
+            };
+            moves.into_iter().map(move_one).collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
