@@ -5,8 +5,9 @@
 //! instruction. A zygote receives [`SpawnRequest`]s over a `SOCK_SEQPACKET`
 //! socket and `clone(2)`s each sandbox's PID 1 into fresh user, PID, mount,
 //! network, IPC and UTS namespaces, and writes its id maps; the child moves
-//! itself into its cgroups (a parked child is moved by the host). The child then builds its root file system ([`setup`]), installs
-//! seccomp and becomes `reins-guest`.
+//! itself into its cgroups (a parked child is moved by the host). The child
+//! then builds its root file system ([`setup`]), installs seccomp and
+//! becomes `reins-guest`.
 
 pub mod client;
 pub mod fdpass;

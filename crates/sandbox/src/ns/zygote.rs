@@ -11,7 +11,8 @@
 //! Each child gets a control socket from the zygote on which its
 //! [`SpawnRequest`] and guest socket arrive. The child moves itself into its
 //! slot's cgroups, or the host moves a parked one (on cgroup v1 that can wait
-//! for an RCU grace period, so the zygote never does it). See [`ZygoteRequest`] for parked (conceived) children.
+//! for an RCU grace period, so the zygote never does it). See
+//! [`ZygoteRequest`] for parked (conceived) children.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
