@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use reins_sandbox::{ExecEvent, ExecRequest, Runtime, RuntimeOptions};
+use reins_sandbox::{Cgroups, ExecEvent, ExecRequest, Runtime, RuntimeOptions};
 use reins_types::SandboxSpec;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -61,6 +61,9 @@ struct Host {
     /// `/sys/kernel/rcu_expedited`: 1 makes every RCU grace period expedited,
     /// which removes most of the cold-start tail (see docs/benchmarks.md).
     rcu_expedited: Option<u8>,
+    /// `favordynmods` on the cgroup2 mount: task moves skip their RCU grace
+    /// period, which removes the tail of creates that find nothing prepared.
+    cgroup_favordynmods: Option<bool>,
     cpus: usize,
     cgroup_layout: String,
 }
@@ -68,7 +71,12 @@ struct Host {
 impl Host {
     fn read(rt: &Runtime, cpus: usize) -> Self {
         let rcu = std::fs::read_to_string("/sys/kernel/rcu_expedited").ok().and_then(|s| s.trim().parse().ok());
-        Self { rcu_expedited: rcu, cpus, cgroup_layout: format!("{:?}", rt.cgroups().layout()) }
+        Self {
+            rcu_expedited: rcu,
+            cgroup_favordynmods: Cgroups::favordynmods(),
+            cpus,
+            cgroup_layout: format!("{:?}", rt.cgroups().layout()),
+        }
     }
 }
 
@@ -326,7 +334,8 @@ fn print(r: &Report, json: bool) -> Result<()> {
     let row = |name: &str, s: &Summary| println!("{name:<28} {:>8.2} {:>8.2} {:>8.2} {:>6}", s.p50, s.p90, s.p99, s.n);
     let h = &r.host;
     let rcu = h.rcu_expedited.map_or("unknown".to_owned(), |v| v.to_string());
-    println!("host: {} CPUs, cgroups {}, rcu_expedited {rcu}", h.cpus, h.cgroup_layout);
+    let dynmods = h.cgroup_favordynmods.map_or("no cgroup2 mount".to_owned(), |v| v.to_string());
+    println!("host: {} CPUs, cgroups {}, rcu_expedited {rcu}, favordynmods {dynmods}", h.cpus, h.cgroup_layout);
     println!("{:<28} {:>8} {:>8} {:>8} {:>6}", "latency (ms)", "p50", "p90", "p99", "n");
     row("reins cold start", &r.cold_start_ms);
     row("  of which create", &r.create_ms);

@@ -60,6 +60,16 @@ impl Cgroups {
         procs.iter().try_for_each(|p| write(Path::new(p), &pid.to_string()))
     }
 
+    /// Whether the host's cgroup2 mount has `favordynmods`, which spares
+    /// every task move its wait for an RCU grace period (on v1 hierarchies
+    /// too: the lock is shared). `None` without a cgroup2 mount.
+    pub fn favordynmods() -> Option<bool> {
+        let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+        let cgroup2 =
+            mounts.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|f| f.get(2) == Some(&"cgroup2"))?;
+        Some(cgroup2.get(3).is_some_and(|opts| opts.split(',').any(|o| o == "favordynmods")))
+    }
+
     pub fn layout(&self) -> Layout {
         self.layout
     }

@@ -101,6 +101,13 @@ impl Runtime {
         let slots = Slots::new(run.join("slots"))?;
         let templates = Templates::open(opts.data_dir.join("templates"))?;
         let cgroups = Cgroups::detect(&opts.cgroup)?;
+        if Cgroups::favordynmods() == Some(false) {
+            tracing::info!(
+                "moving a task between cgroups waits for an RCU grace period on this host (10-15 ms on small VMs); \
+                 Reins keeps it off prepared creates, and `mount -o remount,favordynmods` on the cgroup2 mount \
+                 removes it for the rest (docs/operations.md)"
+            );
+        }
         let zygotes = (0..opts.zygotes.max(1))
             .map(|_| Zygote::start(&opts.helper).map(tokio::sync::Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
