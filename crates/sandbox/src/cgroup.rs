@@ -53,9 +53,9 @@ impl Cgroups {
         Ok(cg)
     }
 
-    /// Moves process `pid` (all its threads) into the groups whose
-    /// `cgroup.procs` files are `procs`. Blocks: on cgroup v1 each move can
-    /// wait for an RCU grace period.
+    /// Moves process `pid` (all its threads; 0 is the caller) into the
+    /// groups whose `cgroup.procs` files are `procs`. Blocks: on cgroup v1
+    /// each move can wait for an RCU grace period.
     pub fn attach(procs: &[String], pid: i32) -> Result<(), Error> {
         procs.iter().try_for_each(|p| write(Path::new(p), &pid.to_string()))
     }

@@ -3,7 +3,7 @@
 //! create hands them a sandbox. They have run no foreign code and each is
 //! used once. The runtime keeps `RuntimeOptions::embryos` of them.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -40,10 +40,7 @@ pub(crate) struct Embryo {
 /// zygote's children are reaped by the kernel as they exit, so a dead one's
 /// pid could name another process; its pidfd tells whether it lives.
 fn move_child(pid: i32, pidfd: &OwnedFd, procs: &[String]) -> Result<(), Error> {
-    // SAFETY: pidfd_send_signal with signal 0 (a liveness check) on a pidfd we own.
-    let alive =
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<u8>(), 0u32) } == 0;
-    if !alive {
+    if crate::sandbox::exited(pidfd.as_fd()) {
         return Err(Error::Setup("a sandbox prepared ahead exited before it was ready".into()));
     }
     Cgroups::attach(procs, pid)
@@ -97,7 +94,8 @@ impl Inner {
                 }
             }
         }
-        let moves: Vec<_> = born.iter().map(|(e, procs)| (e.pid, e.pidfd.try_clone(), procs.clone())).collect();
+        let (born, procs): (Vec<Embryo>, Vec<Vec<String>>) = born.into_iter().unzip();
+        let moves: Vec<_> = born.iter().zip(procs).map(|(e, procs)| (e.pid, e.pidfd.try_clone(), procs)).collect();
         let moved = tokio::task::spawn_blocking(move || {
             let move_one = |(pid, pidfd, procs): (i32, std::io::Result<OwnedFd>, Vec<String>)| {
                 let pidfd = pidfd.map_err(|e| Error::Setup(format!("duplicating a pidfd: {e}")))?;
@@ -108,7 +106,7 @@ impl Inner {
         .await
         .unwrap_or_default();
         let mut results = moved.into_iter();
-        for (embryo, _) in born {
+        for embryo in born {
             match results.next() {
                 Some(Ok(())) => self.park(embryo).await,
                 Some(Err(e)) => {

@@ -1,6 +1,6 @@
 //! One sandbox, seen from the host: commands, files, pause, destroy.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -29,6 +29,14 @@ impl From<AsyncFd<OwnedFd>> for Pidfd {
     }
 }
 
+/// True once the process of pidfd `fd` has exited (it polls readable then).
+/// Usable from any thread, without a tokio registration.
+pub(crate) fn exited(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    // SAFETY: poll on one valid pollfd with a zero timeout.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 }
+}
+
 impl Pidfd {
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
@@ -37,9 +45,7 @@ impl Pidfd {
 
     /// True once the process has exited (a pidfd polls readable then).
     pub fn exited(&self) -> bool {
-        let mut fds = [libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        // SAFETY: poll on one valid pollfd with a zero timeout.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 }
+        exited(self.0.get_ref().as_fd())
     }
 
     pub async fn wait(&self) {

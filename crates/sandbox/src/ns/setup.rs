@@ -96,7 +96,7 @@ fn send_layer(layer: Option<&OwnedFd>) -> Result<(), String> {
 
 /// Moves this process into the given cgroups (`cgroup.procs` files).
 fn join_cgroups(procs: &[String]) -> Result<(), String> {
-    procs.iter().try_for_each(|p| fs::write(p, "0").map_err(|e| format!("joining cgroup {p}: {e}")))
+    crate::cgroup::Cgroups::attach(procs, 0).map_err(|e| format!("joining cgroups: {e}"))
 }
 
 /// What a child does before it knows its sandbox.
